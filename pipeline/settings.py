@@ -1,0 +1,300 @@
+"""One typed settings model for every part of the pipeline.
+
+Sources, highest priority first: command-line flags (passed in as overrides), environment
+variables (``PIPELINE_<SECTION>__<FIELD>``, e.g. ``PIPELINE_MQTT__PORT=1884``), a YAML file
+(``--config FILE`` or ``PIPELINE_CONFIG``), then the defaults below. Nothing is read at import
+time: call :func:`load_settings`.
+
+Every section forbids unknown keys, so a typo in a config file is an error, not a silent default.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pipeline.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_CLIP = REPO_ROOT / "samples" / "vtest_clip.mp4"
+DEFAULT_RUN_DIR = Path(".pipeline-run")
+
+Point = tuple[float, float]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- transport
+
+
+class MqttSettings(Section):
+    host: str = Field("127.0.0.1", description="MQTT broker host.")
+    port: int = Field(1883, ge=1, le=65535, description="MQTT broker port.")
+    username: str | None = Field(None, description="MQTT user name (one per camera node / service).")
+    password: SecretStr | None = Field(None, description="MQTT password; prefer the environment variable.")
+    tls_ca_file: Path | None = Field(None, description="CA bundle; setting it turns TLS on.")
+    tls_insecure: bool = Field(False, description="Skip server host name check (test CAs only).")
+    topic_prefix: str = Field("vision", description="First level of every topic this project uses.")
+    keepalive_s: int = Field(15, ge=5, le=600, description="MQTT keep-alive; a dead link is seen in ~1.5x.")
+    max_payload_bytes: int = Field(
+        64 * 1024, ge=512, description="Largest event payload accepted; larger ones are dead-lettered."
+    )
+    session_expiry_s: int = Field(
+        24 * 3600, ge=0, description="MQTT 5 session expiry so the broker keeps our queue while we are away."
+    )
+
+
+class KafkaSettings(Section):
+    bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    events_topic: str = Field("vision.events", description="Validated edge events, key = camera id.")
+    alerts_topic: str = Field("vision.alerts", description="Alerts produced by the cloud stage.")
+    config_topic: str = Field("vision.config", description="Per-camera config, forwarded as retained MQTT.")
+    dead_letter_topic: str = Field("vision.deadletter", description="Rejected records with their reason.")
+    partitions: int = Field(4, ge=1, description="Partitions for topics this project creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication for topics this project creates.")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512.")
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    fast_group_join: bool = Field(
+        False,
+        description="Short session/heartbeat/rebalance timeouts: a consumer group joins in ~3 s instead of"
+        " ~25 s. For the local stack and tests; production keeps the client defaults.",
+    )
+
+    def client_kwargs(self) -> dict[str, Any]:
+        """Connection settings shared by every kafka-python client."""
+        kw: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            kw["sasl_mechanism"] = self.sasl_mechanism
+            kw["sasl_plain_username"] = self.sasl_username
+            kw["sasl_plain_password"] = self.sasl_password.get_secret_value() if self.sasl_password else None
+        if self.ssl_cafile:
+            kw["ssl_cafile"] = str(self.ssl_cafile)
+        return kw
+
+    def group_kwargs(self) -> dict[str, Any]:
+        """Consumer-group timeouts (kafka-python names)."""
+        if not self.fast_group_join:
+            return {}
+        return {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000}
+
+
+class ModelServerSettings(Section):
+    address: str = Field("127.0.0.1:8500", description="TF Serving gRPC address host:port.")
+    model_name: str = Field("centernet", description="model_spec.name of the heavy model.")
+    signature_name: str = Field("serving_default", description="model_spec.signature_name.")
+    model_version: int | None = Field(None, description="model_spec.version; None = latest.")
+    model_base_path: Path = Field(REPO_ROOT / "models", description="TF Serving model directory.")
+    timeout_s: float = Field(2.0, gt=0, description="Deadline of one Predict call.")
+    max_batch: int = Field(32, ge=1, description="Largest micro-batch sent in one Predict call.")
+    max_wait_ms: float = Field(20.0, ge=0, description="Longest a request waits for its batch to fill.")
+    queue_limit: int = Field(256, ge=1, description="Requests waiting for a batch; beyond it, fail fast.")
+    breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open the circuit breaker.")
+    breaker_reset_s: float = Field(5.0, gt=0, description="Open time before a trial call (half-open).")
+
+
+# --------------------------------------------------------------------------- edge
+
+
+class CameraSettings(Section):
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Camera id, unique in the site.")
+    source: str = Field(..., description="Video file path, V4L2 device index ('0') or rtsp/http URL.")
+    loop: bool = Field(False, description="Restart a file source at its end (simulates a live camera).")
+    realtime: bool | None = Field(
+        None, description="Pace a file at its own fps and drop frames when slow; default: live sources only."
+    )
+    detect_fps: float = Field(5.0, gt=0, le=60, description="Detections per second, whatever the camera fps.")
+    min_score: float = Field(0.35, ge=0, le=1, description="Edge detector score threshold.")
+    labels: list[str] = Field(
+        default_factory=lambda: ["person", "car", "bicycle", "motorcycle", "bus", "truck"],
+        description="Labels reported; others are ignored.",
+    )
+    masks: list[list[Point]] = Field(
+        default_factory=list, description="Polygons (normalised x,y) where motion is ignored."
+    )
+    motion_threshold: float = Field(
+        0.002, ge=0, le=1, description="Share of changed pixels that counts as motion."
+    )
+    crops: bool = Field(True, description="Attach a small JPEG crop to track_started events.")
+    crop_max_bytes: int = Field(16 * 1024, ge=1024, le=60 * 1024, description="JPEG crop size cap.")
+    blur_faces: bool = Field(False, description="Blur faces in crops before they leave the node.")
+
+
+class EdgeSettings(Section):
+    node_id: str = Field("node-1", description="This camera node's id (its MQTT client id and user).")
+    site: str = Field("site-a", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Site id of this node.")
+    cameras: list[CameraSettings] = Field(
+        default_factory=lambda: [CameraSettings(id="cam-1", source=str(SAMPLE_CLIP))],
+        description="Cameras this node runs.",
+    )
+    detector: Literal["centernet", "centernet-int8", "hog"] = Field(
+        "centernet", description="Light detector: TFLite CenterNet (float or int8) or OpenCV HOG."
+    )
+    outbox_path: Path = Field(DEFAULT_RUN_DIR / "edge-outbox.sqlite", description="On-disk outbox file.")
+    outbox_max_events: int = Field(200_000, ge=10, description="Outbox cap; oldest dropped (and counted).")
+    outbox_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="Events older than this are dropped.")
+    ack_timeout_s: float = Field(10.0, gt=0, description="Replay events not confirmed in Kafka after this.")
+    drain_rate_per_s: float = Field(500.0, gt=0, description="Outbox replay rate after a reconnect.")
+    metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this local port.")
+    keepalive_event_s: float = Field(5.0, gt=0, description="track_updated at least this often.")
+    track_max_missed: int = Field(5, ge=1, description="Detections a track may miss before it ends.")
+
+
+# --------------------------------------------------------------------------- bridge
+
+
+class BridgeSettings(Section):
+    client_id: str = Field("bridge-1", description="MQTT client id (unique per bridge instance).")
+    shared_group: str | None = Field(
+        "bridges", description="MQTT 5 shared subscription group; None subscribes directly."
+    )
+    max_inflight: int = Field(1000, ge=1, description="MQTT messages taken but not yet acked by Kafka.")
+    ack_interval_ms: int = Field(200, ge=10, description="How often acknowledged seqs go to the edge.")
+    linger_ms: int = Field(5, ge=0)
+    batch_size: int = Field(64 * 1024, ge=1024)
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    dead_letter_max_bytes: int = Field(8 * 1024, ge=256, description="Original bytes kept in a DLQ record.")
+    max_future_skew_s: float = Field(300.0, gt=0, description="Events stamped further ahead are rejected.")
+    health_port: int | None = Field(None, description="Serve /healthz and /metrics on this port.")
+
+
+# --------------------------------------------------------------------------- cloud
+
+
+class RuleSettings(Section):
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["presence", "zone", "dwell", "line", "count"] = "presence"
+    labels: list[str] = Field(default_factory=lambda: ["person"])
+    cameras: list[str] | None = Field(None, description="Cameras this rule applies to; None = all.")
+    min_score: float = Field(0.5, ge=0, le=1, description="Minimum fused score.")
+    zone: list[Point] | None = Field(None, description="Polygon (normalised) for zone/dwell/count rules.")
+    line: tuple[Point, Point] | None = Field(None, description="Segment (normalised) for line rules.")
+    direction: Literal["any", "left_to_right", "right_to_left"] = "any"
+    dwell_s: float = Field(10.0, gt=0)
+    count: int = Field(5, ge=1, description="Count rule fires above this many distinct tracks...")
+    window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
+    cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
+    schedule: tuple[str, str] | None = Field(None, description="Active between HH:MM and HH:MM (UTC).")
+
+
+Escalation = Literal["always", "low_confidence", "track_started", "never"]
+
+
+class CloudSettings(Section):
+    app_id: str = Field("vision-cloud", description="Faust app id (consumer group and table prefix).")
+    escalation: Escalation = Field("track_started", description="Which events go to the heavy model.")
+    escalation_low_confidence: float = Field(0.6, ge=0, le=1, description="'low_confidence' threshold.")
+    on_model_unavailable: Literal["unverified", "hold"] = "unverified"
+    edge_weight: float = Field(0.4, ge=0, le=1, description="Fused = w*edge + (1-w)*cloud.")
+    rules: list[RuleSettings] = Field(
+        default_factory=lambda: [RuleSettings(id="person-present", kind="presence", labels=["person"])]
+    )
+    dedupe_window_s: float = Field(3600.0, gt=0, description="How long an event id is remembered.")
+    web_port: int = Field(6066, ge=1, le=65535, description="Faust web (health/metrics) port.")
+    data_dir: Path = Field(DEFAULT_RUN_DIR / "faust", description="Faust table storage.")
+
+
+# --------------------------------------------------------------------------- local stack
+
+
+class LocalStackSettings(Section):
+    run_dir: Path = Field(DEFAULT_RUN_DIR, description="Where the local stack keeps configs, data, pids.")
+    mosquitto_bin: str = Field("mosquitto", description="Mosquitto executable (Debian package).")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PIPELINE_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    model_server: ModelServerSettings = ModelServerSettings()
+    edge: EdgeSettings = EdgeSettings()
+    bridge: BridgeSettings = BridgeSettings()
+    cloud: CloudSettings = CloudSettings()
+    local: LocalStackSettings = LocalStackSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+    @field_validator("edge")
+    @classmethod
+    def _unique_cameras(cls, v: EdgeSettings) -> EdgeSettings:
+        ids = [c.id for c in v.cameras]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"camera ids must be unique, got {ids}")
+        return v
+
+    @model_validator(mode="after")
+    def _topics_distinct(self) -> Settings:
+        k = self.kafka
+        names = [k.events_topic, k.alerts_topic, k.config_topic, k.dead_letter_topic]
+        if len(set(names)) != len(names):
+            raise ValueError(f"Kafka topics must be distinct: {names}")
+        return self
+
+    def to_yaml(self) -> str:
+        """Serialise (secrets included) for child processes of the local stack."""
+        data = self.model_dump(mode="json")
+        for section, field in (("mqtt", "password"), ("kafka", "sasl_password")):
+            secret = getattr(getattr(self, section), field)
+            if secret is not None:
+                data[section][field] = secret.get_secret_value()
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+_config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("pipeline_config", default=None)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _config_file.get()
+        if path is None:
+            return {}
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(data).__name__}")
+        return data
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build the settings: flags (``overrides``, nested dicts) > env > YAML file > defaults."""
+    path = config_file or os.environ.get("PIPELINE_CONFIG")
+    token = _config_file.set(Path(path) if path else None)
+    try:
+        return Settings(**overrides)
+    except ConfigError:
+        raise
+    except ValueError as exc:  # pydantic.ValidationError is a ValueError
+        raise ConfigError(f"invalid settings: {exc}") from exc
+    finally:
+        _config_file.reset(token)
+
