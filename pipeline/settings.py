@@ -131,6 +131,12 @@ class CameraSettings(Section):
     crops: bool = Field(True, description="Attach a small JPEG crop to track_started events.")
     crop_max_bytes: int = Field(16 * 1024, ge=1024, le=60 * 1024, description="JPEG crop size cap.")
     blur_faces: bool = Field(False, description="Blur faces in crops before they leave the node.")
+    pose: bool = Field(
+        False, description="Run MediaPipe pose on person crops of track_started events (attrs pose=up|down)."
+    )
+    reopen_attempts: int | None = Field(
+        None, ge=1, description="Consecutive failed opens before the camera is 'failed'; None = retry forever."
+    )
 
 
 class EdgeSettings(Section):
@@ -151,6 +157,13 @@ class EdgeSettings(Section):
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this local port.")
     keepalive_event_s: float = Field(5.0, gt=0, description="track_updated at least this often.")
     track_max_missed: int = Field(5, ge=1, description="Detections a track may miss before it ends.")
+    detector_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per camera.")
+    final_ack_wait_s: float = Field(
+        10.0, ge=0, description="When every camera has ended, wait this long for the outbox to be acked."
+    )
+    status_interval_s: float = Field(
+        10.0, gt=0, description="Republish each camera's retained status (with metrics) this often."
+    )
 
 
 # --------------------------------------------------------------------------- bridge
@@ -202,7 +215,21 @@ class CloudSettings(Section):
     rules: list[RuleSettings] = Field(
         default_factory=lambda: [RuleSettings(id="person-present", kind="presence", labels=["person"])]
     )
+    escalation_overrides: dict[str, Escalation] = Field(
+        default_factory=dict,
+        description="Per camera/label escalation: keys 'cam/label', 'cam/*' or '*/label'; most specific wins.",
+    )
+    contradiction_threshold: float = Field(
+        0.25, ge=0, le=1, description="Cloud score below this contradicts the edge ('contradicted')."
+    )
+    crop_centre_fraction: float = Field(
+        0.5, gt=0, le=1, description="A cloud detection counts when it overlaps this central share of the crop."
+    )
     dedupe_window_s: float = Field(3600.0, gt=0, description="How long an event id is remembered.")
+    dedupe_max_per_camera: int = Field(
+        20_000, ge=10, description="Event ids remembered per camera; the oldest are forgotten beyond it."
+    )
+    web_enabled: bool = Field(True, description="Serve the Faust web server (/metrics, health).")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web (health/metrics) port.")
     data_dir: Path = Field(DEFAULT_RUN_DIR / "faust", description="Faust table storage.")
 

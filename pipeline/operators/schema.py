@@ -220,7 +220,7 @@ def encode_event(e: Event) -> bytes:
 def _build_event(o: dict[str, Any]) -> Event:
     _check_keys(o, _EVENT_REQUIRED, _EVENT_OPTIONAL)
     etype = o["type"]
-    if etype not in EVENT_TYPES:
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
         raise _Bad("bad_field", f"type={etype!r:.60}")
     crop = o.get("crop")
     if crop is not None and not isinstance(crop, str):
@@ -277,7 +277,7 @@ def encode_alert(a: Alert) -> bytes:
 def _build_alert(o: dict[str, Any]) -> Alert:
     _check_keys(o, _ALERT_REQUIRED, _ALERT_OPTIONAL)
     verification = o["verification"]
-    if verification not in VERIFICATIONS:
+    if not isinstance(verification, str) or verification not in VERIFICATIONS:
         raise _Bad("bad_field", f"verification={verification!r:.40}")
     cloud = o["cloud_score"]
     model = o.get("model")

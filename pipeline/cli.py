@@ -1,0 +1,84 @@
+"""``pipeline``: one command, a subcommand for each long-running part.
+
+Each part registers its own subcommands (``register(subparsers)`` in its ``command`` module)
+so this file stays a table of contents.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+from pipeline.cli_support import OVERRIDES_DEST, nest
+from pipeline.errors import PipelineError
+from pipeline.settings import load_settings
+
+# (module, what it adds) in data-path order; each module has register(subparsers).
+COMMAND_MODULES = (
+    "pipeline.demo_command",  # demo: everything on one machine
+    "pipeline.edge_stage.command",  # edge
+    "pipeline.bridge.command",  # bridge
+    "pipeline.cloud_stage.command",  # cloud, config
+    "pipeline.model_server.command",  # model-server
+    "pipeline.local_stack.command",  # stack up/down/status
+    "pipeline.alerts_command",  # alerts (subscribe and print)
+)
+
+EPILOG = """\
+data path: camera -> edge (motion gate, detector, tracker, outbox) -> MQTT -> bridge -> Kafka
+-> cloud (Faust + TF Serving) -> alerts -> bridge -> MQTT <prefix>/alerts.
+
+settings: every subcommand reads one settings model: flags > PIPELINE_* environment variables
+(nested with __, e.g. PIPELINE_MQTT__PORT=1884) > --config FILE (YAML) > defaults.
+Print the effective settings with `pipeline settings`.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipeline",
+        description="Edge video analytics: events, not video, from cameras to cloud alerts.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", type=Path, help="YAML settings file (also PIPELINE_CONFIG).")
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO).")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    show = sub.add_parser("settings", help="Print the effective settings as YAML and exit.")
+    show.set_defaults(func=lambda args, settings: print(settings.to_yaml(), end="") or 0)
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            # A node installed with only one extra lacks the other parts' libraries;
+            # their subcommands are absent instead of breaking the whole command.
+            logging.getLogger(__name__).debug("subcommands of %s unavailable: %s", name, exc)
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        settings = load_settings(args.config, **nest(getattr(args, OVERRIDES_DEST, None) or {}))
+        return int(args.func(args, settings) or 0)
+    except PipelineError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,334 @@
+"""Frame sources: first step of the edge data path (capture -> motion gate -> detector -> ...).
+
+A camera's ``source`` is a video file, a V4L2 device index (``"0"``) or an rtsp/http URL. Each is
+read through :class:`Capture`, which
+
+- samples frames at the camera's ``detect_fps``. Files that are not realtime are sampled by their
+  own timestamps (every frame is decoded or grabbed, none waits on the wall clock), so a 20 s clip
+  gives ``20 * detect_fps`` frames however fast this machine is;
+- for live sources (and realtime files) runs a reader thread that keeps only the newest frame in a
+  one-slot buffer; frames overwritten before they were taken are counted as dropped;
+- checks every frame: ``None``/empty/non-BGR frames and frames whose size differs from the first
+  one are counted as corrupt and skipped;
+- reopens a failed source with exponential backoff and jitter, reporting ``reconnecting`` (and
+  ``failed`` after ``reopen_attempts`` consecutive failures when that is set).
+
+The OpenCV object is hidden behind :class:`VideoReader` so tests can inject sources that yield
+garbage (see ``opener`` in :class:`Capture`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from pipeline.errors import SourceError
+from pipeline.metrics import Registry
+
+log = logging.getLogger(__name__)
+
+
+class VideoReader(Protocol):
+    """The part of ``cv2.VideoCapture`` this module uses."""
+
+    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's name)
+    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def grab(self) -> bool: ...
+    def get(self, prop: int) -> float: ...
+    def release(self) -> None: ...
+
+
+Opener = Callable[[str], VideoReader]
+
+
+def open_cv(source: str) -> VideoReader:
+    """Open a source with OpenCV: a digit string is a V4L2 index, anything else a path or URL."""
+    if source.isdigit():
+        return cv2.VideoCapture(int(source))
+    return cv2.VideoCapture(source)
+
+
+def is_file_source(source: str) -> bool:
+    return not source.isdigit() and "://" not in source
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    image: np.ndarray  # BGR uint8, H x W x 3
+    index: int  # frames read from this source so far (0-based, across reopens)
+    pos_ms: float  # media time: position in the file, or wall time since start for live sources
+    ts_ms: int  # capture time, epoch milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class SourceState:
+    """A change of the source's health, reported through ``Capture.on_state``."""
+
+    state: str  # online | reconnecting | failed | ended
+    reason: str = ""
+
+
+class Backoff:
+    """Exponential backoff with full jitter: ``uniform(0, min(cap, base * 2**n))``, at least base/2."""
+
+    def __init__(self, base_s: float = 0.5, cap_s: float = 10.0, rng: random.Random | None = None) -> None:
+        self.base_s, self.cap_s, self.failures = base_s, cap_s, 0
+        self._rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2**self.failures)
+        self.failures += 1
+        return max(self.base_s / 2, self._rng.uniform(0, ceiling))
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def frame_problem(image: np.ndarray | None, expected: tuple[int, int] | None) -> str | None:
+    """Why a decoded frame cannot be used, or None if it can. ``expected`` is (width, height)."""
+    if image is None or not isinstance(image, np.ndarray):
+        return "none"
+    if image.size == 0 or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        return "malformed"
+    if expected is not None and (image.shape[1], image.shape[0]) != expected:
+        return "size_changed"
+    return None
+
+
+class Capture:
+    """Sampled frames of one camera source; call :meth:`next` until it returns None (ended/stopped)."""
+
+    def __init__(
+        self,
+        cam: str,
+        source: str,
+        *,
+        detect_fps: Callable[[], float],
+        loop: bool = False,
+        realtime: bool | None = None,
+        stop: threading.Event,
+        metrics: Registry,
+        on_state: Callable[[SourceState], None] = lambda s: None,
+        opener: Opener = open_cv,
+        reopen_attempts: int | None = None,
+        backoff: Backoff | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.cam, self.source, self.loop = cam, source, loop
+        self.is_file = is_file_source(source)
+        self.realtime = (not self.is_file) if realtime is None else realtime
+        self._detect_fps = detect_fps
+        self._stop = stop
+        self._metrics = metrics
+        self._on_state = on_state
+        self._opener = opener
+        self._reopen_attempts = reopen_attempts
+        self._backoff = backoff or Backoff()
+        self._clock = clock
+        self._reader: VideoReader | None = None
+        self._size: tuple[int, int] | None = None
+        self._index = 0
+        self._start_wall_ms = clock() * 1000.0
+        self._pos_offset_ms = 0.0  # media time of earlier passes of a looping file
+        self._last_pos_ms = 0.0
+        self._next_due_ms = 0.0
+        self._state = ""
+        self.bytes_read = 0  # file bytes consumed (file size share of the frames read)
+        self._file_size = 0
+        self._frame_count = 0.0
+        # live sources: newest frame in a one-slot buffer filled by a reader thread
+        self._slot: Frame | None = None
+        self._slot_cond = threading.Condition()
+        self._reader_thread: threading.Thread | None = None
+        self._reader_done = False
+
+    # ------------------------------------------------------------------ state
+
+    def _set_state(self, state: str, reason: str = "") -> None:
+        if state != self._state:
+            self._state = state
+            self._on_state(SourceState(state, reason))
+
+    def _count(self, name: str, help: str = "", **labels: str) -> None:
+        self._metrics.inc(name, help=help, cam=self.cam, **labels)
+
+    # ------------------------------------------------------------------ open / reopen
+
+    def _open_once(self) -> VideoReader:
+        if self.is_file and not Path(self.source).is_file():
+            raise SourceError(f"file not found: {self.source}")
+        reader = self._opener(self.source)
+        if not reader.isOpened():
+            reader.release()
+            raise SourceError(f"cannot open source {self.source}")
+        if self.is_file:
+            self._file_size = os.path.getsize(self.source)
+            self._frame_count = max(0.0, reader.get(cv2.CAP_PROP_FRAME_COUNT))
+        return reader
+
+    def _open(self) -> bool:
+        """Open (or reopen) with backoff until it works, ``stop`` is set, or attempts run out."""
+        attempts = 0
+        while not self._stop.is_set():
+            try:
+                self._reader = self._open_once()
+            except SourceError as exc:
+                attempts += 1
+                self._count("source_open_failures_total", "Failed attempts to open a camera source.")
+                if self._reopen_attempts is not None and attempts >= self._reopen_attempts:
+                    self._set_state("failed", str(exc))
+                    return False
+                self._set_state("reconnecting", str(exc))
+                delay = self._backoff.next_delay()
+                log.warning("camera %s: %s; retry in %.1f s", self.cam, exc, delay)
+                self._stop.wait(delay)
+                continue
+            self._backoff.reset()
+            self._set_state("online")
+            return True
+        return False
+
+    def _close_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.release()
+            self._reader = None
+
+    # ------------------------------------------------------------------ reading
+
+    def _read_raw(self) -> tuple[str, Frame | None]:
+        """One frame from the open reader: ("ok", frame), ("corrupt", None) or ("end", None)."""
+        assert self._reader is not None
+        ok, image = self._reader.read()
+        if not ok:
+            return "end", None
+        self._count("frames_read_total", "Frames decoded from camera sources.")
+        problem = frame_problem(image, self._size)
+        if problem is not None:
+            self._count("frames_corrupt_total", "Empty, malformed or resized frames skipped.", why=problem)
+            return "corrupt", None
+        assert image is not None
+        if self._size is None:
+            self._size = (image.shape[1], image.shape[0])
+        self._index += 1
+        if self.is_file:
+            if self._frame_count > 0 and self._file_size:
+                self.bytes_read += int(self._file_size / self._frame_count)
+            pos = float(self._reader.get(cv2.CAP_PROP_POS_MSEC))
+            if pos <= 0 and self._index > 1:  # some containers report 0; fall back to fps
+                fps = self._reader.get(cv2.CAP_PROP_FPS) or 25.0
+                pos = self._last_pos_ms + 1000.0 / fps
+            pos_ms = self._pos_offset_ms + pos
+            ts_ms = int(self._start_wall_ms + pos_ms) if not self.realtime else int(self._clock() * 1000)
+        else:
+            ts_ms = int(self._clock() * 1000)
+            pos_ms = ts_ms - self._start_wall_ms
+        self._last_pos_ms = pos_ms - self._pos_offset_ms
+        return "ok", Frame(image, self._index - 1, pos_ms, ts_ms)
+
+    def _after_end(self) -> bool:
+        """The reader stopped giving frames: reopen (loop/live) or end. True = keep going."""
+        self._close_reader()
+        if self._stop.is_set():
+            return False
+        if self.is_file and not self.loop:
+            self._set_state("ended", "end of file")
+            return False
+        if self.is_file:
+            self._pos_offset_ms += self._last_pos_ms + 1.0
+            self._last_pos_ms = 0.0
+        else:
+            self._count("source_reconnects_total", "Camera sources reopened after a failure.")
+            self._set_state("reconnecting", "stream stopped")
+        return self._open()
+
+    def _next_unpaced(self) -> Frame | None:
+        """File at full speed: every frame is read, frames before the next due time are skipped."""
+        while not self._stop.is_set():
+            if self._reader is None and not self._open():
+                return None
+            kind, frame = self._read_raw()
+            if kind == "end":
+                if not self._after_end():
+                    return None
+                continue
+            if frame is None:
+                continue
+            if frame.pos_ms + 1e-3 < self._next_due_ms:
+                continue
+            period = 1000.0 / self._detect_fps()
+            self._next_due_ms = max(self._next_due_ms + period, frame.pos_ms + period / 2)
+            return frame
+        return None
+
+    # ---- live: reader thread + one-slot buffer
+
+    def _reader_loop(self) -> None:
+        fps = 0.0
+        try:
+            while not self._stop.is_set():
+                if self._reader is None and not self._open():
+                    return
+                assert self._reader is not None
+                if self.is_file and not fps:
+                    fps = self._reader.get(cv2.CAP_PROP_FPS) or 25.0
+                t0 = time.monotonic()
+                kind, frame = self._read_raw()
+                if kind == "end":
+                    fps = 0.0
+                    if not self._after_end():
+                        return
+                    continue
+                if frame is None:
+                    continue
+                with self._slot_cond:
+                    if self._slot is not None:
+                        self._count("frames_dropped_total", "Frames overwritten before the detector took them.")
+                    self._slot = frame
+                    self._slot_cond.notify_all()
+                if self.is_file:  # a realtime file is paced at its own fps
+                    self._stop.wait(max(0.0, 1.0 / fps - (time.monotonic() - t0)))
+        finally:
+            with self._slot_cond:
+                self._reader_done = True
+                self._slot_cond.notify_all()
+
+    def _next_live(self) -> Frame | None:
+        if self._reader_thread is None:
+            self._reader_thread = threading.Thread(
+                target=self._reader_loop, name=f"capture-{self.cam}", daemon=True
+            )
+            self._reader_thread.start()
+        period_s = 1.0 / self._detect_fps()
+        deadline = time.monotonic() + period_s if self._next_due_ms else time.monotonic()
+        self._stop.wait(max(0.0, deadline - time.monotonic()))
+        with self._slot_cond:
+            while self._slot is None and not self._reader_done and not self._stop.is_set():
+                self._slot_cond.wait(0.2)
+            frame, self._slot = self._slot, None
+        self._next_due_ms = 1.0
+        return frame
+
+    def next(self) -> Frame | None:
+        """The next sampled frame, or None when the source ended, failed for good, or stop is set."""
+        if self._stop.is_set():
+            return None
+        return self._next_live() if self.realtime else self._next_unpaced()
+
+    def close(self) -> None:
+        if self._reader_thread is not None:
+            self._reader_thread.join(timeout=5)
+        self._close_reader()
+
+    @property
+    def state(self) -> str:
+        return self._state

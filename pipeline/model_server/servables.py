@@ -1,0 +1,177 @@
+"""SavedModels laid out the way TensorFlow Serving reads them: ``<base>/<model>/<version>/``.
+
+A version is a directory named by an integer that holds ``saved_model.pb``. The highest version
+is the default; a request may name another one. Versions load on first use and stay loaded,
+and the directory is listed on every lookup, so a version dropped in while the server runs is
+picked up (TF Serving polls its directory the same way).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tensorflow as tf
+from numpy.typing import NDArray
+from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+
+from pipeline.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+SERVE_TAG = "serve"
+
+
+class ServableNotFound(ModelError):
+    """No such model or version under the base path (gRPC NOT_FOUND)."""
+
+
+class BadRequest(ModelError):
+    """The request does not fit the signature (gRPC INVALID_ARGUMENT)."""
+
+
+class SignatureNotFound(ModelError):
+    """No signature of that name (gRPC FAILED_PRECONDITION, as TF Serving answers)."""
+
+
+def read_signature_defs(version_dir: Path) -> dict[str, meta_graph_pb2.SignatureDef]:
+    """The SignatureDefs of the ``serve`` MetaGraph, read from saved_model.pb itself."""
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((version_dir / "saved_model.pb").read_bytes())
+    for meta_graph in saved.meta_graphs:
+        if SERVE_TAG in meta_graph.meta_info_def.tags:
+            return dict(meta_graph.signature_def)
+    raise ModelError(f"{version_dir}: no MetaGraph tagged '{SERVE_TAG}'")
+
+
+@dataclass
+class Servable:
+    """One loaded version of one model."""
+
+    name: str
+    version: int
+    path: Path
+    signature_defs: dict[str, meta_graph_pb2.SignatureDef]
+    loaded: Any = field(repr=False)
+
+    def run(
+        self, signature_name: str, inputs: dict[str, NDArray[Any]], output_filter: list[str]
+    ) -> dict[str, Any]:
+        """Run a signature on numpy inputs; returns numpy outputs by alias."""
+        sig = self.signature_defs.get(signature_name)
+        if sig is None or signature_name not in self.loaded.signatures:
+            raise SignatureNotFound(f'Serving signature key "{signature_name}" not found.')
+        _check_inputs(sig, inputs)
+        wanted = _check_output_filter(sig, output_filter)
+        fn = self.loaded.signatures[signature_name]
+        try:
+            # Convert with the signature's dtype check done by TF: a float64 array sent for a
+            # float32 input fails here, as the real server's Session::Run would.
+            outputs = fn(**{alias: tf.constant(value) for alias, value in inputs.items()})
+        except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
+            raise BadRequest(_first_line(str(exc))) from exc
+        return {alias: outputs[alias].numpy() for alias in wanted}
+
+
+def _first_line(text: str) -> str:
+    return text.strip().splitlines()[0] if text.strip() else "invalid input"
+
+
+def _check_inputs(sig: meta_graph_pb2.SignatureDef, inputs: dict[str, NDArray[Any]]) -> None:
+    # Same checks and messages as TF Serving's predict_util.cc PreProcessPrediction.
+    sent, expected = sorted(inputs), sorted(sig.inputs)
+    if len(sent) != len(expected):
+        extra = sorted(set(sent) - set(expected))
+        missing = sorted(set(expected) - set(sent))
+        raise BadRequest(
+            f"input size does not match signature: {len(sent)}!={len(expected)} len({{{','.join(sent)}}}) != "
+            f"len({{{','.join(expected)}}}). Sent extra: {{{','.join(extra)}}}. "
+            f"Missing but required: {{{','.join(missing)}}}."
+        )
+    for alias in sent:
+        if alias not in sig.inputs:
+            raise BadRequest(
+                f"input tensor alias not found in signature: {alias}. "
+                f"Inputs expected to be in the set {{{','.join(expected)}}}."
+            )
+
+
+def _check_output_filter(sig: meta_graph_pb2.SignatureDef, output_filter: list[str]) -> list[str]:
+    if not output_filter:
+        return sorted(sig.outputs)
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in sig.outputs:
+            raise BadRequest(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{','.join(sorted(sig.outputs))}}}."
+            )
+        if alias in seen:
+            raise BadRequest(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+    return list(output_filter)
+
+
+class ModelRepository:
+    """Finds and loads versions under ``base_path``; thread-safe."""
+
+    def __init__(self, base_path: Path) -> None:
+        self.base_path = Path(base_path).resolve()
+        self._lock = threading.Lock()
+        self._loaded: dict[tuple[str, int], Servable] = {}
+
+    def model_names(self) -> list[str]:
+        if not self.base_path.is_dir():
+            return []
+        return sorted(p.name for p in self.base_path.iterdir() if p.is_dir() and self.versions(p.name))
+
+    def versions(self, name: str) -> list[int]:
+        """Versions on disk, ascending. A name that is not a plain directory name has none."""
+        if not name or "/" in name or name in (".", ".."):
+            return []
+        model_dir = self.base_path / name
+        if not model_dir.is_dir():
+            return []
+        return sorted(
+            int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()
+        )
+
+    def loaded_versions(self, name: str) -> list[int]:
+        with self._lock:
+            return sorted(v for (n, v) in self._loaded if n == name)
+
+    def get(self, name: str, version: int | None = None) -> Servable:
+        """The servable for ``name`` at ``version`` (None: the highest on disk), loading it if needed."""
+        versions = self.versions(name)
+        if version is None:
+            if not versions:
+                raise ServableNotFound(f"Servable not found for request: Latest({name})")
+            version = versions[-1]
+        elif version not in versions:
+            raise ServableNotFound(f"Servable not found for request: Specific({name}, {version})")
+        key = (name, version)
+        # One lock for loads too: two first requests must not load the same model twice, and a
+        # load takes seconds only once per version.
+        with self._lock:
+            servable = self._loaded.get(key)
+            if servable is None:
+                servable = self._load(name, version)
+                self._loaded[key] = servable
+        return servable
+
+    def _load(self, name: str, version: int) -> Servable:
+        path = self.base_path / name / str(version)
+        began = time.monotonic()
+        try:
+            signature_defs = read_signature_defs(path)
+            loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
+        except (OSError, ValueError, tf.errors.OpError) as exc:
+            raise ModelError(f"cannot load {path}: {exc}") from exc
+        log.info(
+            "loaded model %s version %d from %s in %.2f s", name, version, path, time.monotonic() - began
+        )
+        return Servable(name, version, path, signature_defs, loaded)
