@@ -182,6 +182,15 @@ class BridgeSettings(Section):
     dead_letter_max_bytes: int = Field(8 * 1024, ge=256, description="Original bytes kept in a DLQ record.")
     max_future_skew_s: float = Field(300.0, gt=0, description="Events stamped further ahead are rejected.")
     health_port: int | None = Field(None, description="Serve /healthz and /metrics on this port.")
+    downlink_group: str | None = Field(
+        None,
+        description="Kafka consumer group of the downlink (alerts/config -> MQTT); default"
+        " '<shared_group>-downlink' (bridges of one group split the records), or"
+        " '<client_id>-downlink' without a shared group.",
+    )
+    drain_timeout_s: float = Field(
+        10.0, gt=0, description="On stop, how long to wait for Kafka to acknowledge records already sent."
+    )
 
 
 # --------------------------------------------------------------------------- cloud

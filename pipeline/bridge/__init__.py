@@ -1,0 +1,25 @@
+"""MQTT <-> Kafka bridge.
+
+Uplink (``uplink.py``): camera events from MQTT, validated (``validation.py``), produced to Kafka,
+acked to MQTT only after Kafka acked; rejects to the dead-letter topic (``dead_letter.py``);
+acknowledged seqs back to the edge (``ack_ranges.py``). Downlink (``downlink.py``): alerts and
+camera config from Kafka to MQTT. ``service.py`` runs both: :func:`run_bridge`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipeline.bridge.service import Bridge, run_bridge
+
+__all__ = ["Bridge", "run_bridge"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing the package (e.g. for the CLI table) must not need paho or kafka.
+    if name in __all__:
+        from pipeline.bridge import service
+
+        return getattr(service, name)
+    raise AttributeError(name)

@@ -37,21 +37,27 @@ class IncidentLedger:
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self.table = table
 
-    def record(self, firing: Firing, event: Event) -> int | None:
-        """Note a firing; return the occurrence number when it must alert, else None."""
+    def decide(self, firing: Firing, event: Event) -> tuple[int | None, str, dict[str, int] | None]:
+        """``(occurrence or None, key, new entry or None)`` for a firing; writes nothing.
+
+        The caller writes the entry (:meth:`commit`) only after the alert is acknowledged by
+        Kafka, so a crash in between re-emits the alert (same id) instead of losing it.
+        """
         key = ledger_key(firing.rule.id, event.cam, firing.incident_key)
         entry = self.table.get(key)
         cooldown_ms = int(firing.rule.cooldown_s * 1000)
         if entry is None:
-            self.table[key] = {"n": 1, "first": event.ts, "last": event.ts}
-            return 1
+            return 1, key, {"n": 1, "first": event.ts, "last": event.ts}
         n = int(entry["n"])
         if event.ts - int(entry["last"]) >= cooldown_ms:
-            self.table[key] = {"n": n + 1, "first": event.ts, "last": event.ts}
-            return n + 1
+            return n + 1, key, {"n": n + 1, "first": event.ts, "last": event.ts}
         if event.ts > int(entry["last"]):
-            self.table[key] = {**entry, "last": event.ts}
-        return None
+            return None, key, {**entry, "last": event.ts}
+        return None, key, None
+
+    def commit(self, key: str, entry: dict[str, int] | None) -> None:
+        if entry is not None:
+            self.table[key] = entry
 
     def track_ended(self, rules: list[RuleSettings], event: Event) -> None:
         for rule in rules:

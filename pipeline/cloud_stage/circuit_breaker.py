@@ -70,7 +70,7 @@ class CircuitBreaker:
         self._consecutive += 1
         was_trial = self._trial_in_flight
         self._trial_in_flight = False
-        if self._state == "half_open" and was_trial or self._consecutive >= self.failures:
+        if (self._state == "half_open" and was_trial) or self._consecutive >= self.failures:
             if self._state != "open":
                 self.opened_count += 1
                 if self._metrics:
@@ -82,5 +82,7 @@ class CircuitBreaker:
         self._state = state
         if self._metrics:
             self._metrics.set(
-                "cloud_breaker_state", _STATE_VALUE[state], help="0 closed, 1 half-open, 2 open.",
+                "cloud_breaker_state",
+                _STATE_VALUE[state],
+                help="0 closed, 1 half-open, 2 open.",
             )

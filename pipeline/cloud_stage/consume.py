@@ -30,7 +30,7 @@ PRUNE_PER_EVENT: Final = 16  # deletions per event: bounded work, the backlog dr
 
 
 @contextlib.contextmanager
-def event_context(event: EventT) -> Iterator[None]:
+def event_context(event: EventT[Any]) -> Iterator[None]:
     """Make ``event`` Faust's current event, so table writes go to its partition's changelog.
 
     Needed because we take events in batches (``stream.take_events``), where Faust's own
@@ -104,8 +104,10 @@ class SeenIndex:
         self.table[key] = now_ms
         order.append((now_ms, key))
         pruned = 0
-        while order and pruned < PRUNE_PER_EVENT and (
-            order[0][0] < now_ms - self.window_ms or len(order) > self.max_per_camera
+        while (
+            order
+            and pruned < PRUNE_PER_EVENT
+            and (order[0][0] < now_ms - self.window_ms or len(order) > self.max_per_camera)
         ):
             _, old = order.popleft()
             if old != key and old in self.table:

@@ -52,9 +52,7 @@ def _shape_ok(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
 
 def to_tensor_proto(batch: FloatArray) -> tensor_pb2.TensorProto:
     arr = np.ascontiguousarray(batch, dtype=np.float32)
-    shape = tensor_shape_pb2.TensorShapeProto(
-        dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in arr.shape]
-    )
+    shape = tensor_shape_pb2.TensorShapeProto(dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=s) for s in arr.shape])
     return tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, tensor_shape=shape, tensor_content=arr.tobytes())
 
 
@@ -83,7 +81,14 @@ class InferenceClient:
 
     def _ensure_channel(self) -> prediction_service_pb2_grpc.PredictionServiceStub:
         if self._stub is None:
-            opts = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 256 << 20)]
+            opts = [
+                ("grpc.max_receive_message_length", 64 << 20),
+                ("grpc.max_send_message_length", 256 << 20),
+                # find a restarted server within ~2 s (the circuit breaker paces the retries)
+                ("grpc.initial_reconnect_backoff_ms", 500),
+                ("grpc.min_reconnect_backoff_ms", 500),
+                ("grpc.max_reconnect_backoff_ms", 2000),
+            ]
             self._channel = grpc.aio.insecure_channel(self.settings.address, options=opts)
             self._stub = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         return self._stub

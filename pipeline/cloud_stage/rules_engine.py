@@ -43,7 +43,7 @@ def in_schedule(schedule: tuple[str, str], ts_ms: int) -> bool:
 
 
 def _centre(event: Event) -> tuple[float, float]:
-    x1, y1, x2, y2 = event.box
+    x1, _, x2, y2 = event.box
     return ((x1 + x2) / 2, y2)  # bottom centre: where the object stands
 
 
@@ -63,14 +63,34 @@ def _side(p: tuple[float, float], line: tuple[tuple[float, float], tuple[float, 
     return (bx - ax) * (p[1] - ay) - (by - ay) * (p[0] - ax)
 
 
+class StagedState:
+    """Reads through to the table, buffers writes until :meth:`commit` (after the alert is out)."""
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self.table = table
+        self.pending: dict[str, Any] = {}
+
+    def get(self, key: str) -> Any:
+        return self.pending[key] if key in self.pending else self.table.get(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.pending[key] = value
+
+    def commit(self) -> None:
+        for key, value in self.pending.items():
+            self.table[key] = value
+        self.pending.clear()
+
+
 class RulesEngine:
-    """Evaluates every rule for one event. ``state`` maps ``rule|cam`` to JSON-able dicts."""
+    """Evaluates every rule for one event; rule state (``rule|cam`` -> JSON-able dict) is staged."""
 
-    def __init__(self, rules: list[RuleSettings], state: MutableMapping[str, Any]) -> None:
+    def __init__(self, rules: list[RuleSettings]) -> None:
         self.rules = rules
-        self.state = state
+        self.state: StagedState = StagedState({})
 
-    def apply(self, event: Event, fused: float) -> list[Firing]:
+    def apply(self, event: Event, fused: float, state: StagedState) -> list[Firing]:
+        self.state = state
         out: list[Firing] = []
         for rule in self.rules:
             if not applies(rule, event):

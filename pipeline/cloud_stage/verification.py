@@ -67,7 +67,8 @@ def decode_crop(crop_b64: str) -> npt.NDArray[np.uint8] | None:
     bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None or bgr.size == 0:
         return None
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    rgb: npt.NDArray[np.uint8] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint8, copy=False)
+    return rgb
 
 
 def letterbox(rgb: npt.NDArray[np.uint8], size: int = INPUT_SIZE) -> Letterboxed:
@@ -116,12 +117,9 @@ def fuse(edge: float, cloud: float | None, edge_weight: float) -> float:
     return min(1.0, max(0.0, edge_weight * edge + (1.0 - edge_weight) * cloud))
 
 
-def judge(
-    edge: float, cloud: float, edge_weight: float, contradiction_threshold: float, model: str
-) -> Verdict:
+def judge(edge: float, cloud: float, edge_weight: float, contradiction_threshold: float, model: str) -> Verdict:
     verification: Verification = "verified" if cloud >= contradiction_threshold else "contradicted"
     return Verdict(cloud, fuse(edge, cloud, edge_weight), verification, model)
-
 
 
 # --------------------------------------------------------------------------- the verifier service
@@ -170,9 +168,7 @@ class Verifier:
         lb = letterbox(rgb)
         while True:
             try:
-                if not self.breaker.allow():
-                    raise InferenceUnavailable("circuit open")
-                detections = await self.batcher.infer(lb.image)
+                detections = await self._infer(lb.image)
                 break
             except InferenceUnavailable as exc:
                 if self.cloud.on_model_unavailable == "unverified":
@@ -189,6 +185,11 @@ class Verifier:
                         self.info.tag)  # fmt: skip
         self.metrics.inc("cloud_verifications_total", verification=verdict.verification, reason="model")
         return verdict
+
+    async def _infer(self, image: FloatArray) -> FloatArray:
+        if not self.breaker.allow():
+            raise InferenceUnavailable("circuit open")
+        return await self.batcher.infer(image)
 
     async def close(self) -> None:
         await self.batcher.close()

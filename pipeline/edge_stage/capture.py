@@ -27,22 +27,25 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 from pipeline.errors import SourceError
 from pipeline.metrics import Registry
 
 log = logging.getLogger(__name__)
 
+Image = npt.NDArray[Any]  # a BGR uint8 frame, H x W x 3 (OpenCV's stubs type pixels loosely)
+
 
 class VideoReader(Protocol):
     """The part of ``cv2.VideoCapture`` this module uses."""
 
-    def isOpened(self) -> bool: ...  # noqa: N802 (OpenCV's name)
-    def read(self) -> tuple[bool, np.ndarray | None]: ...
+    def isOpened(self) -> bool: ...
+    def read(self) -> tuple[bool, Any]: ...
     def grab(self) -> bool: ...
     def get(self, prop: int) -> float: ...
     def release(self) -> None: ...
@@ -53,9 +56,8 @@ Opener = Callable[[str], VideoReader]
 
 def open_cv(source: str) -> VideoReader:
     """Open a source with OpenCV: a digit string is a V4L2 index, anything else a path or URL."""
-    if source.isdigit():
-        return cv2.VideoCapture(int(source))
-    return cv2.VideoCapture(source)
+    cap = cv2.VideoCapture(int(source)) if source.isdigit() else cv2.VideoCapture(source)
+    return cap  # type: ignore[return-value]  # (stubs type read() with overloads)
 
 
 def is_file_source(source: str) -> bool:
@@ -64,7 +66,7 @@ def is_file_source(source: str) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    image: np.ndarray  # BGR uint8, H x W x 3
+    image: Image  # BGR uint8, H x W x 3
     index: int  # frames read from this source so far (0-based, across reopens)
     pos_ms: float  # media time: position in the file, or wall time since start for live sources
     ts_ms: int  # capture time, epoch milliseconds
@@ -94,7 +96,7 @@ class Backoff:
         self.failures = 0
 
 
-def frame_problem(image: np.ndarray | None, expected: tuple[int, int] | None) -> str | None:
+def frame_problem(image: Image | None, expected: tuple[int, int] | None) -> str | None:
     """Why a decoded frame cannot be used, or None if it can. ``expected`` is (width, height)."""
     if image is None or not isinstance(image, np.ndarray):
         return "none"
@@ -160,7 +162,7 @@ class Capture:
             self._on_state(SourceState(state, reason))
 
     def _count(self, name: str, help: str = "", **labels: str) -> None:
-        self._metrics.inc(name, help=help, cam=self.cam, **labels)
+        self._metrics.inc(name, 1.0, help, cam=self.cam, **labels)
 
     # ------------------------------------------------------------------ open / reopen
 
@@ -266,7 +268,9 @@ class Capture:
             if frame.pos_ms + 1e-3 < self._next_due_ms:
                 continue
             period = 1000.0 / self._detect_fps()
-            self._next_due_ms = max(self._next_due_ms + period, frame.pos_ms + period / 2)
+            self._next_due_ms = (self._next_due_ms or frame.pos_ms) + period
+            if self._next_due_ms <= frame.pos_ms:  # fell behind (e.g. detect_fps raised live)
+                self._next_due_ms = frame.pos_ms + period
             return frame
         return None
 
@@ -304,9 +308,7 @@ class Capture:
 
     def _next_live(self) -> Frame | None:
         if self._reader_thread is None:
-            self._reader_thread = threading.Thread(
-                target=self._reader_loop, name=f"capture-{self.cam}", daemon=True
-            )
+            self._reader_thread = threading.Thread(target=self._reader_loop, name=f"capture-{self.cam}", daemon=True)
             self._reader_thread.start()
         period_s = 1.0 / self._detect_fps()
         deadline = time.monotonic() + period_s if self._next_due_ms else time.monotonic()

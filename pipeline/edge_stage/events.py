@@ -15,19 +15,19 @@ import uuid
 from collections.abc import Callable, Mapping
 
 import cv2
-import numpy as np
 
+from pipeline.edge_stage.capture import Image
 from pipeline.operators.schema import Event, EventType
 from pipeline.operators.tracking import Track
 
-CropFilter = Callable[[np.ndarray], np.ndarray]  # e.g. face blurring, applied before encoding
+CropFilter = Callable[[Image], Image]  # e.g. face blurring, applied before encoding
 
 
 def new_event_id() -> str:
     return uuid.uuid4().hex
 
 
-def crop_pixels(frame_bgr: np.ndarray, box: tuple[float, float, float, float], pad: float = 0.1) -> np.ndarray:
+def crop_pixels(frame_bgr: Image, box: tuple[float, float, float, float], pad: float = 0.1) -> Image:
     """The frame under a normalised box, grown by ``pad`` of its size on each side."""
     h, w = frame_bgr.shape[:2]
     x1, y1, x2, y2 = box
@@ -37,7 +37,7 @@ def crop_pixels(frame_bgr: np.ndarray, box: tuple[float, float, float, float], p
     return frame_bgr[iy1:iy2, ix1:ix2]
 
 
-def encode_jpeg_capped(image: np.ndarray, max_bytes: int, qualities: tuple[int, ...] = (85, 70, 55, 40, 25)) -> bytes | None:
+def encode_jpeg_capped(image: Image, max_bytes: int, qualities: tuple[int, ...] = (85, 70, 55, 40, 25)) -> bytes | None:
     """JPEG bytes of ``image`` no larger than ``max_bytes`` (lower quality, then halve the size)."""
     img = image
     for _ in range(6):
@@ -51,7 +51,9 @@ def encode_jpeg_capped(image: np.ndarray, max_bytes: int, qualities: tuple[int, 
     return None
 
 
-def crop_b64(frame_bgr: np.ndarray, box: tuple[float, float, float, float], max_bytes: int, filt: CropFilter | None = None) -> str | None:
+def crop_b64(
+    frame_bgr: Image, box: tuple[float, float, float, float], max_bytes: int, filt: CropFilter | None = None
+) -> str | None:
     """Base64 JPEG crop whose *encoded* length (what goes on the wire) is at most ``max_bytes``."""
     pixels = crop_pixels(frame_bgr, box)
     if pixels.size == 0:
@@ -76,7 +78,7 @@ class EventBuilder:
         track: Track,
         ts_ms: int,
         *,
-        frame_bgr: np.ndarray | None = None,
+        frame_bgr: Image | None = None,
         crop_max_bytes: int | None = None,
         crop_filter: CropFilter | None = None,
         attrs: Mapping[str, str | float | int | bool] | None = None,

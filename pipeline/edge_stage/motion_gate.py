@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from pipeline.edge_stage.capture import Image
+
 PxBox = tuple[int, int, int, int]  # x1, y1, x2, y2 in full-frame pixels
 Polygon = Sequence[tuple[float, float]]
 
@@ -46,7 +48,7 @@ class MotionGate:
         self._warmup = warmup_frames
         self._seen = 0
         self._bg = self._new_subtractor()
-        self._mask_img: np.ndarray | None = None
+        self._mask_img: Image | None = None
         self._mask_key: tuple[int, int] | None = None
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
 
@@ -62,7 +64,7 @@ class MotionGate:
             self._masks = list(masks)
             self._mask_img = None
 
-    def _valid_mask(self, w: int, h: int) -> np.ndarray | None:
+    def _valid_mask(self, w: int, h: int) -> Image | None:
         """255 where motion counts, 0 under the mask polygons (None = no masks)."""
         if not self._masks:
             return None
@@ -71,11 +73,11 @@ class MotionGate:
             for poly in self._masks:
                 pts = np.array([[x * w, y * h] for x, y in poly], np.int32)
                 if len(pts) >= 3:
-                    cv2.fillPoly(img, [pts], 0)
+                    cv2.fillPoly(img, [pts], (0,))
             self._mask_img, self._mask_key = img, (w, h)
         return self._mask_img
 
-    def check(self, frame_bgr: np.ndarray) -> MotionResult:
+    def check(self, frame_bgr: Image) -> MotionResult:
         h, w = frame_bgr.shape[:2]
         scale = self.work_width / w
         small = cv2.resize(frame_bgr, (self.work_width, max(1, round(h * scale))), interpolation=cv2.INTER_AREA)

@@ -117,9 +117,7 @@ class Outbox:
         return stored
 
     def _drop_oldest_locked(self, n: int, why: str) -> None:
-        cur = self._db.execute(
-            "DELETE FROM events WHERE rid IN (SELECT rid FROM events ORDER BY rid LIMIT ?)", (n,)
-        )
+        cur = self._db.execute("DELETE FROM events WHERE rid IN (SELECT rid FROM events ORDER BY rid LIMIT ?)", (n,))
         self._dropped(cur.rowcount, why)
 
     def _dropped(self, n: int, why: str) -> None:

@@ -98,9 +98,7 @@ class ChildProcess:
             self.kill()
             raise
         self.startup_s = time.monotonic() - began
-        log.info(
-            "%s ready on %s:%d in %.2f s (pid %d)", self.name, self.host, self.port, self.startup_s, self.pid
-        )
+        log.info("%s ready on %s:%d in %.2f s (pid %d)", self.name, self.host, self.port, self.startup_s, self.pid)
         return self
 
     def _wait_ready(self, deadline: float) -> None:
@@ -109,9 +107,7 @@ class ChildProcess:
             code = self._proc.poll()
             if code is not None:
                 self._proc = None
-                raise LocalStackError(
-                    f"{self.name} exited with code {code} while starting:\n{self.log_tail()}"
-                )
+                raise LocalStackError(f"{self.name} exited with code {code} while starting:\n{self.log_tail()}")
             if self.probe():
                 return
             if time.monotonic() > deadline:

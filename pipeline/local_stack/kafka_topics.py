@@ -31,9 +31,7 @@ def ensure_topics(kafka: KafkaSettings, timeout_s: float = 10.0) -> list[str]:
     timeout_ms = int(timeout_s * 1000)
     wanted = project_topics(kafka)
     try:
-        admin = KafkaAdminClient(
-            **kafka.client_kwargs(), request_timeout_ms=timeout_ms, api_version_auto_timeout_ms=timeout_ms
-        )
+        admin = KafkaAdminClient(**kafka.client_kwargs(), request_timeout_ms=timeout_ms)
     except (KafkaError, OSError) as exc:
         raise BrokerUnavailable(f"Kafka at {kafka.bootstrap_servers} unreachable: {exc}") from exc
     try:
@@ -44,9 +42,7 @@ def ensure_topics(kafka: KafkaSettings, timeout_s: float = 10.0) -> list[str]:
                 continue
             try:
                 # One request per topic: a batch fails whole if another creator won one race.
-                admin.create_topics(
-                    [NewTopic(name, kafka.partitions, kafka.replication_factor)], timeout_ms=timeout_ms
-                )
+                admin.create_topics([NewTopic(name, kafka.partitions, kafka.replication_factor)], timeout_ms=timeout_ms)
                 created.append(name)
             except TopicAlreadyExistsError:
                 pass

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-
-import grpc
-from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
 
 from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.ports import LOOPBACK, free_port, port_open
@@ -58,12 +56,21 @@ class ModelServerProcess(ChildProcess):
             str(self.model_base_path),
         ]
 
+    def env(self) -> dict[str, str]:
+        # TensorFlow's C++ start-up chatter (CUDA stubs, CPU features) buries our own log lines.
+        return {"TF_CPP_MIN_LOG_LEVEL": "2", **os.environ}
+
     def probe(self) -> bool:
         return port_open(self.host, self.port) and metadata_answers(self.address, self.probe_model)
 
 
 def metadata_answers(address: str, model: str, timeout_s: float = 2.0) -> bool:
     """Whether GetModelMetadata gets an answer; NOT_FOUND counts (the server is up, the model absent)."""
+    # Imported here: tensorflow_serving's protos import TensorFlow (~10 s), which a test session
+    # that never starts the model server should not pay.
+    import grpc
+    from tensorflow_serving.apis import get_model_metadata_pb2, prediction_service_pb2_grpc
+
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])
     request.model_spec.name = model
     with grpc.insecure_channel(address) as channel:

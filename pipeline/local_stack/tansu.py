@@ -84,7 +84,6 @@ def metadata_answers(bootstrap: str, timeout_ms: int = 2000) -> bool:
         admin = KafkaAdminClient(
             bootstrap_servers=bootstrap.split(","),
             request_timeout_ms=timeout_ms,
-            api_version_auto_timeout_ms=timeout_ms,
         )
     except (KafkaError, OSError, ValueError):
         return False

@@ -23,9 +23,7 @@ def serve(host: str, port: int, model_base_path: Path) -> int:
         log.warning("no models under %s yet; they are picked up when they appear", model_base_path)
     for name, versions in served.items():
         log.info("serving model %s versions %s on %s:%d", name, versions, host, bound)
-    log.info(
-        "TF-Serving-compatible gRPC server listening on %s:%d (base path %s)", host, bound, model_base_path
-    )
+    log.info("TF-Serving-compatible gRPC server listening on %s:%d (base path %s)", host, bound, model_base_path)
     stopping = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -36,6 +34,7 @@ def serve(host: str, port: int, model_base_path: Path) -> int:
     stopping.wait()
     log.info("stopping")
     server.stop()
+    log.info("stopped")
     return 0
 
 
@@ -47,14 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, default=8500, help="gRPC port (default 8500, as TF Serving).")
     parser.add_argument("--host", default="127.0.0.1", help="Bind address (default 127.0.0.1).")
-    parser.add_argument(
-        "--model-base-path", type=Path, required=True, help="Directory of <model>/<version>/."
-    )
+    parser.add_argument("--model-base-path", type=Path, required=True, help="Directory of <model>/<version>/.")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     return serve(args.host, args.port, args.model_base_path)
 
 

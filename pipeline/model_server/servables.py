@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 from numpy.typing import NDArray
 from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
@@ -58,9 +59,7 @@ class Servable:
     signature_defs: dict[str, meta_graph_pb2.SignatureDef]
     loaded: Any = field(repr=False)
 
-    def run(
-        self, signature_name: str, inputs: dict[str, NDArray[Any]], output_filter: list[str]
-    ) -> dict[str, Any]:
+    def run(self, signature_name: str, inputs: dict[str, NDArray[Any]], output_filter: list[str]) -> dict[str, Any]:
         """Run a signature on numpy inputs; returns numpy outputs by alias."""
         sig = self.signature_defs.get(signature_name)
         if sig is None or signature_name not in self.loaded.signatures:
@@ -75,6 +74,28 @@ class Servable:
         except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
             raise BadRequest(_first_line(str(exc))) from exc
         return {alias: outputs[alias].numpy() for alias in wanted}
+
+    def warm_up(self) -> None:
+        """Run each signature once on zeros (batch 1) before serving.
+
+        The first call of a loaded function traces and optimises its graph (seconds on a small
+        CPU); TF Serving does the same with warm-up records, so the first client is not the one
+        that times out.
+        """
+        for signature_name, sig in self.signature_defs.items():
+            if signature_name not in self.loaded.signatures:
+                continue
+            zeros = {}
+            for alias, info in sig.inputs.items():
+                if info.tensor_shape.unknown_rank:
+                    break
+                shape = [1 if d.size < 0 else d.size for d in info.tensor_shape.dim]
+                zeros[alias] = np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+            else:
+                try:
+                    self.run(signature_name, zeros, [])
+                except ModelError as exc:
+                    log.warning("warm-up of %s/%d %s failed: %s", self.name, self.version, signature_name, exc)
 
 
 def _first_line(text: str) -> str:
@@ -98,6 +119,17 @@ def _check_inputs(sig: meta_graph_pb2.SignatureDef, inputs: dict[str, NDArray[An
                 f"input tensor alias not found in signature: {alias}. "
                 f"Inputs expected to be in the set {{{','.join(expected)}}}."
             )
+        _check_shape(alias, sig.inputs[alias], inputs[alias].shape)
+
+
+def _check_shape(alias: str, info: meta_graph_pb2.TensorInfo, shape: tuple[int, ...]) -> None:
+    # Stricter than TF Serving, which feeds any shape and lets an op fail later (or not at all,
+    # for element-wise models): a frame of the wrong size is a client bug worth a clear message.
+    if info.tensor_shape.unknown_rank:
+        return
+    dims = [d.size for d in info.tensor_shape.dim]
+    if len(dims) != len(shape) or any(d not in (-1, s) for d, s in zip(dims, shape, strict=True)):
+        raise BadRequest(f"input {alias} has shape {list(shape)}, signature expects {dims} (-1: any size)")
 
 
 def _check_output_filter(sig: meta_graph_pb2.SignatureDef, output_filter: list[str]) -> list[str]:
@@ -136,9 +168,7 @@ class ModelRepository:
         model_dir = self.base_path / name
         if not model_dir.is_dir():
             return []
-        return sorted(
-            int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file()
-        )
+        return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit() and (p / "saved_model.pb").is_file())
 
     def loaded_versions(self, name: str) -> list[int]:
         with self._lock:
@@ -171,7 +201,7 @@ class ModelRepository:
             loaded = tf.saved_model.load(str(path), tags=[SERVE_TAG])
         except (OSError, ValueError, tf.errors.OpError) as exc:
             raise ModelError(f"cannot load {path}: {exc}") from exc
-        log.info(
-            "loaded model %s version %d from %s in %.2f s", name, version, path, time.monotonic() - began
-        )
-        return Servable(name, version, path, signature_defs, loaded)
+        servable = Servable(name, version, path, signature_defs, loaded)
+        servable.warm_up()
+        log.info("loaded model %s version %d from %s in %.2f s", name, version, path, time.monotonic() - began)
+        return servable

@@ -123,9 +123,7 @@ class ModelStatusServicer(model_service_pb2_grpc.ModelServiceServicer):  # type:
     def __init__(self, repository: ModelRepository) -> None:
         self.repository = repository
 
-    def GetModelStatus(
-        self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext
-    ) -> Any:
+    def GetModelStatus(self, request: get_model_status_pb2.GetModelStatusRequest, context: grpc.ServicerContext) -> Any:
         return _answer(context, lambda: self._status(request))
 
     def _status(self, request: get_model_status_pb2.GetModelStatusRequest) -> Any:
@@ -167,15 +165,19 @@ class TFServingCompatServer:
         prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
             PredictionServicer(self.repository), self._server
         )
-        model_service_pb2_grpc.add_ModelServiceServicer_to_server(
-            ModelStatusServicer(self.repository), self._server
-        )
+        model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelStatusServicer(self.repository), self._server)
 
     def preload(self) -> dict[str, list[int]]:
         """Load the highest version of every model so the first Predict is not slowed by a load."""
         served: dict[str, list[int]] = {}
         for name in self.repository.model_names():
-            self.repository.get(name)
+            try:
+                self.repository.get(name)
+            except ModelError:
+                # A version still being written (or a broken one) must not keep the others
+                # offline: a failed load is retried on the next request for it.
+                log.exception("cannot preload model %s; will retry on first request", name)
+                continue
             served[name] = self.repository.versions(name)
         return served
 

@@ -71,9 +71,7 @@ class SeenSet:
         }
 
     @classmethod
-    def from_state(
-        cls, state: Mapping[str, Any], max_items: int | None = None, ttl_ms: int | None = None
-    ) -> SeenSet:
+    def from_state(cls, state: Mapping[str, Any], max_items: int | None = None, ttl_ms: int | None = None) -> SeenSet:
         """Rebuild from :meth:`to_state`; explicit limits override the stored ones (config change)."""
         s = cls(max_items or int(state["max_items"]), ttl_ms or int(state["ttl_ms"]))
         for k, t in state.get("items", []):

@@ -151,8 +151,6 @@ def polygon_problem(polygon: Sequence[Sequence[float]]) -> str | None:
         if not (math.isfinite(x) and math.isfinite(y) and 0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             return f"point {i} ({x}, {y}) is outside the normalised frame [0, 1]"
         pts.append((x, y))
-    if polygon_area(pts) <= 1e-9:
-        return "polygon has zero area"
     n = len(pts)
     for i in range(n):
         for j in range(i + 1, n):
@@ -160,6 +158,9 @@ def polygon_problem(polygon: Sequence[Sequence[float]]) -> str | None:
                 continue  # adjacent edges share a vertex by construction
             if _segments_intersect(pts[i], pts[(i + 1) % n], pts[j], pts[(j + 1) % n]):
                 return f"edges {i} and {j} intersect"
+    # After the intersection check: a symmetric bow tie also has zero (signed) area.
+    if polygon_area(pts) <= 1e-9:
+        return "polygon has zero area"
     return None
 
 

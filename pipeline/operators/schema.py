@@ -14,7 +14,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, cast
 
 from pipeline.errors import PayloadTooLarge, SchemaError, UnknownSchemaVersion
 
@@ -242,7 +242,7 @@ def _build_event(o: dict[str, Any]) -> Event:
         cam=_str(o, "cam"),
         ts=_int(o, "ts", 0, MAX_TS_MS),
         seq=_int(o, "seq"),
-        type=etype,
+        type=cast(EventType, etype),  # checked against EVENT_TYPES above
         track=_int(o, "track"),
         label=_str(o, "label", max_len=48),
         score=_num(o["score"], "score"),
@@ -301,7 +301,7 @@ def _build_alert(o: dict[str, Any]) -> Alert:
         edge_score=_num(o["edge_score"], "edge_score"),
         cloud_score=None if cloud is None else _num(cloud, "cloud_score"),
         fused_score=_num(o["fused_score"], "fused_score"),
-        verification=verification,
+        verification=cast(Verification, verification),  # checked against VERIFICATIONS above
         model=model,
         detail=detail,
     )

@@ -120,9 +120,7 @@ class KalmanBox:
 
 def _to_cxcywh(box: Box) -> Array:
     x1, y1, x2, y2 = box
-    return np.array(
-        [(x1 + x2) / 2.0, (y1 + y2) / 2.0, max(x2 - x1, _MIN_SIZE), max(y2 - y1, _MIN_SIZE)]
-    )
+    return np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0, max(x2 - x1, _MIN_SIZE), max(y2 - y1, _MIN_SIZE)])
 
 
 def clip_box(box: Box) -> Box:

@@ -71,9 +71,7 @@ class SlidingDistinct:
         return {"items": [[k, t] for k, t in self._seen.items()], "evicted": self.evicted}
 
     @classmethod
-    def from_state(
-        cls, state: Mapping[str, Any] | None, window_ms: int, max_entries: int = 10_000
-    ) -> SlidingDistinct:
+    def from_state(cls, state: Mapping[str, Any] | None, window_ms: int, max_entries: int = 10_000) -> SlidingDistinct:
         w = cls(window_ms, max_entries)
         if state:
             for k, t in sorted(state.get("items", []), key=lambda kv: int(kv[1])):

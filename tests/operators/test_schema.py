@@ -107,7 +107,7 @@ def test_bad_events_rejected_with_reason(raw: bytes, reason: str) -> None:
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=6),
-    max_leaves=20,
+    max_leaves=8,
 )
 
 
@@ -119,8 +119,8 @@ def test_decoder_never_raises_on_random_bytes(raw: bytes) -> None:
     assert isinstance(decode_acks(raw), Acks | Rejected)
 
 
-@settings(max_examples=2000, deadline=None)
-@given(st.dictionaries(st.sampled_from(sorted(event_dict())), json_values, max_size=14))
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(event_dict())), json_values, max_size=4))
 def test_decoder_never_raises_on_event_shaped_json(d: dict[str, object]) -> None:
     d = {**event_dict(), **d}
     out = decode_event(json.dumps(d).encode())

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.edge_stage.capture import Image
 from pipeline.operators.tracking import Detection
 from pipeline.settings import EdgeSettings
 
@@ -23,7 +24,7 @@ Roi = tuple[int, int, int, int]  # x1, y1, x2, y2 in full-frame pixels
 class Letterboxed:
     """A region scaled into a square model input, top-left aligned, and how to map back."""
 
-    image: np.ndarray  # size x size x 3, same channel order as the input
+    image: Image  # size x size x 3, same channel order as the input
     scale: float  # model px per frame px
     offset: tuple[int, int]  # roi origin in the frame (x, y)
 
@@ -31,7 +32,7 @@ class Letterboxed:
         return (x / self.scale + self.offset[0], y / self.scale + self.offset[1])
 
 
-def letterbox(frame: np.ndarray, roi: Roi | None, size: int, pad: int = 114) -> Letterboxed:
+def letterbox(frame: Image, roi: Roi | None, size: int, pad: int = 114) -> Letterboxed:
     h, w = frame.shape[:2]
     x1, y1, x2, y2 = roi if roi is not None else (0, 0, w, h)
     crop = frame[y1:y2, x1:x2]
@@ -62,7 +63,7 @@ class Detector(abc.ABC):
     input_size: tuple[int, int]  # model input (width, height)
 
     @abc.abstractmethod
-    def detect(self, frame_bgr: np.ndarray, roi: Roi | None = None) -> list[Detection]:
+    def detect(self, frame_bgr: Image, roi: Roi | None = None) -> list[Detection]:
         """Objects in ``frame_bgr`` (restricted to ``roi``), boxes normalised to the full frame."""
 
     @property

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from ai_edge_litert.interpreter import Interpreter
 
+from pipeline.edge_stage.capture import Image
 from pipeline.edge_stage.detectors.base import Detector, Roi, clip_box, letterbox
 from pipeline.errors import ModelError
 from pipeline.operators.coco import COCO80, label_of
@@ -38,9 +40,9 @@ def model_version(variant: str, models_dir: Path = MODELS_DIR) -> str:
         if isinstance(models, list | dict):
             items = models.values() if isinstance(models, dict) else models
             for entry in items:
-                if isinstance(entry, dict) and variant in str(entry.get("file", entry.get("name", ""))):
-                    if entry.get("version") is not None:
-                        return str(entry["version"])
+                named = isinstance(entry, dict) and variant in str(entry.get("file", entry.get("name", "")))
+                if named and entry.get("version") is not None:
+                    return str(entry["version"])
         if meta.get("version") is not None:
             return str(meta["version"])
     return "unknown"
@@ -88,15 +90,16 @@ class CenterNetDetector(Detector):
             min_score=min_score,
         )
 
-    def _input(self, rgb: np.ndarray) -> np.ndarray:
+    def _input(self, rgb: Image) -> npt.NDArray[Any]:
         x = rgb.astype(np.float32)[None]
         if self._in_dtype in (np.uint8, np.int8):
             scale, zero = self._in_quant
-            x = np.clip(np.round(x / (scale or 1.0) + zero), *np.iinfo(self._in_dtype).min_max())
-            return x.astype(self._in_dtype)
+            info = np.iinfo(self._in_dtype)
+            q: npt.NDArray[Any] = np.clip(np.round(x / (scale or 1.0) + zero), info.min, info.max)
+            return q.astype(self._in_dtype)
         return x
 
-    def raw(self, frame_bgr: np.ndarray, roi: Roi | None = None) -> tuple[np.ndarray, Any]:
+    def raw(self, frame_bgr: Image, roi: Roi | None = None) -> tuple[Image, Any]:
         """The model's [100, 6] output for the letterboxed region, and the letterbox."""
         lb = letterbox(frame_bgr, roi, self.size)
         rgb = lb.image[:, :, ::-1]
@@ -108,7 +111,7 @@ class CenterNetDetector(Detector):
             out = (out.astype(np.float32) - zero) * scale
         return np.asarray(out, np.float32), lb
 
-    def detect(self, frame_bgr: np.ndarray, roi: Roi | None = None) -> list[Detection]:
+    def detect(self, frame_bgr: Image, roi: Roi | None = None) -> list[Detection]:
         out, lb = self.raw(frame_bgr, roi)
         h, w = frame_bgr.shape[:2]
         dets: list[Detection] = []

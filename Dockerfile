@@ -1,0 +1,46 @@
+# syntax=docker/dockerfile:1
+# Project image for the cloud side: `pipeline bridge` and `pipeline cloud` (the Faust worker)
+# are this one image with different commands (docker-compose.yml). Only the `cloud` extra is
+# installed; camera nodes use Dockerfile.edge. No secret is read at build time: every
+# setting comes from PIPELINE_* environment variables when the container starts.
+#
+#   docker build -t edge-vision-pipeline:0.1.0 .
+#   docker run --rm edge-vision-pipeline:0.1.0 bridge --help
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+# ---------------------------------------------------------------- build: a venv with the app
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+RUN python -m venv /opt/venv
+COPY pyproject.toml README.md ./
+COPY pipeline ./pipeline
+RUN /opt/venv/bin/pip install ".[cloud]" \
+ && /opt/venv/bin/pip check
+
+# ---------------------------------------------------------------- runtime: venv + non-root user
+FROM ${PYTHON_IMAGE} AS runtime
+# libgl1/libglib2.0-0: opencv-contrib-python (crop decoding) links against them.
+# Debian package versions are not pinned: the slim base moves with security updates.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --system --gid 10001 pipeline \
+ && useradd --system --uid 10001 --gid pipeline --create-home --home-dir /home/pipeline \
+      --shell /usr/sbin/nologin pipeline
+COPY --from=build /opt/venv /opt/venv
+COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+COPY --chmod=0755 deploy/healthcheck.py /usr/local/bin/pipeline-healthcheck
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIPELINE_CLOUD__DATA_DIR=/home/pipeline/faust \
+    PIPELINE_LOCAL__RUN_DIR=/home/pipeline/run
+USER 10001:10001
+WORKDIR /home/pipeline
+ENTRYPOINT ["/usr/local/bin/docker-entrypoint.sh"]
+CMD ["--help"]

@@ -1,0 +1,116 @@
+"""Micro-batching: concurrent requests share one Predict call (fake and real model server)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from pipeline.cloud_stage.inference_client import InferenceClient
+from pipeline.cloud_stage.micro_batcher import MicroBatcher
+from pipeline.cloud_stage.verification import decode_crop, letterbox
+from pipeline.errors import InferenceUnavailable, ModelError
+from pipeline.settings import ModelServerSettings
+
+
+def _fake(calls: list[int], delay_s: float = 0.0):  # type: ignore[no-untyped-def]
+    async def predict(batch: np.ndarray) -> np.ndarray:
+        calls.append(len(batch))
+        await asyncio.sleep(delay_s)
+        out = np.zeros((len(batch), 100, 6), np.float32)
+        out[:, 0, 4] = batch[:, 0, 0, 0]  # echo each image's marker so results can be matched
+        return out
+
+    return predict
+
+
+@pytest.mark.unit
+def test_batches_fill_up_to_max_and_results_match_requests() -> None:
+    async def run() -> tuple[list[int], list[float]]:
+        calls: list[int] = []
+        b = MicroBatcher(_fake(calls, 0.01), max_batch=4, max_wait_s=0.05, queue_limit=64)
+        imgs = [np.full((2, 2, 3), i, np.float32) for i in range(10)]
+        outs = await asyncio.gather(*(b.infer(im) for im in imgs))
+        await b.close()
+        return calls, [float(o[0, 4]) for o in outs]
+
+    calls, markers = asyncio.run(run())
+    assert calls == [4, 4, 2]
+    assert markers == [float(i) for i in range(10)]
+
+
+@pytest.mark.unit
+def test_full_queue_fails_fast_and_errors_reach_every_request() -> None:
+    async def run() -> None:
+        b = MicroBatcher(_fake([], 0.2), max_batch=1, max_wait_s=0.0, queue_limit=2)
+        tasks = [asyncio.ensure_future(b.infer(np.zeros((1, 1, 3), np.float32))) for _ in range(5)]
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert sum(isinstance(r, InferenceUnavailable) for r in results) >= 2  # beyond the queue limit
+        await b.close()
+
+        async def failing(batch: np.ndarray) -> np.ndarray:
+            raise InferenceUnavailable("down")
+
+        b2 = MicroBatcher(failing, max_batch=8, max_wait_s=0.02, queue_limit=8)
+        res = await asyncio.gather(*(b2.infer(np.zeros((1, 1, 3), np.float32)) for _ in range(3)),
+                                   return_exceptions=True)  # fmt: skip
+        assert all(isinstance(r, InferenceUnavailable) for r in res)
+        await b2.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.integration
+def test_real_model_server_one_predict_per_batch(model_server: object, crops: object) -> None:
+    address = model_server.address  # type: ignore[attr-defined]
+    people = crops.people  # type: ignore[attr-defined]
+    images = [letterbox(decode_crop(people[i % len(people)])).image for i in range(16)]  # type: ignore[arg-type]
+
+    async def run() -> tuple[list[int], float, float]:
+        client = InferenceClient(ModelServerSettings(address=address, timeout_s=60))
+        info = await client.connect()
+        assert info.name == "centernet" and info.max_batch is None
+        calls: list[int] = []
+
+        async def predict(batch: np.ndarray) -> np.ndarray:
+            calls.append(len(batch))
+            return await client.predict(batch)
+
+        b = MicroBatcher(predict, max_batch=8, max_wait_s=0.05, queue_limit=64)
+        outs = await asyncio.gather(*(b.infer(im) for im in images[:8]))
+        assert calls == [8]
+        single = await client.predict(images[3][None])
+        np.testing.assert_allclose(outs[3], single[0], atol=1e-3)
+
+        t0 = time.perf_counter()
+        for im in images:
+            await client.predict(im[None])
+        unbatched = len(images) / (time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(b.infer(im) for im in images))
+        batched = len(images) / (time.perf_counter() - t0)
+        await b.close()
+        await client.close()
+        return calls, unbatched, batched
+
+    calls, unbatched, batched = asyncio.run(run())
+    print(f"\nheavy model throughput: unbatched {unbatched:.1f} img/s, batched(8) {batched:.1f} img/s")
+    assert calls[1:] == [8, 8]
+
+
+@pytest.mark.integration
+def test_metadata_mismatch_is_a_clear_model_error(model_server: object) -> None:
+    async def run() -> None:
+        address = model_server.address  # type: ignore[attr-defined]
+        client = InferenceClient(ModelServerSettings(address=address, model_name="no-such-model"))
+        with pytest.raises(ModelError, match="not served"):
+            await client.connect()
+        await client.close()
+        client = InferenceClient(ModelServerSettings(address=address, signature_name="nope"))
+        with pytest.raises(ModelError, match="signature 'nope'"):
+            await client.connect()
+        await client.close()
+
+    asyncio.run(run())

@@ -1,0 +1,208 @@
+"""Pure parts of the cloud stage: escalation, fusion/verdicts, circuit breaker, rules, ledger."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+
+import cv2
+import numpy as np
+import pytest
+
+from pipeline.cloud_stage.alerting import IncidentLedger, alert_id
+from pipeline.cloud_stage.circuit_breaker import CircuitBreaker
+from pipeline.cloud_stage.command import config_record, parse_pairs
+from pipeline.cloud_stage.escalation import policy_for, should_escalate
+from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState, in_schedule
+from pipeline.cloud_stage.verification import (
+    centre_region,
+    cloud_score,
+    decode_crop,
+    fuse,
+    judge,
+    letterbox,
+)
+from pipeline.errors import ConfigError
+from pipeline.operators.schema import Event
+from pipeline.settings import CloudSettings, RuleSettings
+
+pytestmark = pytest.mark.unit
+_seq = itertools.count()
+
+
+def event(**kw: object) -> Event:
+    base: dict[str, object] = dict(
+        id=f"e{next(_seq)}", site="s", cam="cam-1", ts=1_000_000, seq=1, type="track_started",
+        track=1, label="person", score=0.7, box=(0.4, 0.4, 0.5, 0.8), det="test", crop="AAAA",
+    )  # fmt: skip
+    base.update(kw)
+    return Event(**base)  # type: ignore[arg-type]
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+# --------------------------------------------------------------------------- escalation
+
+
+@pytest.mark.parametrize(
+    ("policy", "kw", "expected"),
+    [
+        ("always", {"type": "track_updated"}, True),
+        ("always", {"crop": None}, False),
+        ("never", {}, False),
+        ("track_started", {}, True),
+        ("track_started", {"type": "track_updated"}, False),
+        ("low_confidence", {"score": 0.5}, True),
+        ("low_confidence", {"score": 0.9}, False),
+    ],
+)
+def test_escalation_policy(policy: str, kw: dict[str, object], expected: bool) -> None:
+    assert should_escalate(event(**kw), policy, 0.6) is expected  # type: ignore[arg-type]
+
+
+def test_escalation_overrides_most_specific_wins() -> None:
+    c = CloudSettings(
+        escalation="track_started",
+        escalation_overrides={"cam-1/person": "always", "cam-1/*": "never", "*/car": "low_confidence"},
+    )
+    assert policy_for(c, "cam-1", "person") == "always"
+    assert policy_for(c, "cam-1", "car") == "never"
+    assert policy_for(c, "cam-2", "car") == "low_confidence"
+    assert policy_for(c, "cam-2", "person") == "track_started"
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def test_fusion_and_verdicts() -> None:
+    assert fuse(0.8, None, 0.4) == 0.8
+    assert fuse(0.8, 0.5, 0.4) == pytest.approx(0.4 * 0.8 + 0.6 * 0.5)
+    v = judge(0.8, 0.9, 0.4, 0.25, "centernet@1")
+    assert (v.verification, v.model) == ("verified", "centernet@1")
+    assert v.fused_score == pytest.approx(0.86)
+    assert judge(0.8, 0.1, 0.4, 0.25, "m").verification == "contradicted"
+
+
+def test_cloud_score_uses_label_and_centre_region() -> None:
+    rgb = np.zeros((200, 100, 3), np.uint8)  # tall crop: letterboxed with side padding
+    lb = letterbox(rgb)
+    assert lb.image.shape == (512, 512, 3) and lb.image.dtype == np.float32
+    assert lb.scale == pytest.approx(512 / 200) and lb.pad_x == pytest.approx(128)
+    region = centre_region(lb, 0.5)
+    assert region == pytest.approx((128 + 25 * 2.56, 50 * 2.56, 128 + 75 * 2.56, 150 * 2.56))
+    dets = np.zeros((100, 6), np.float32)
+    dets[0] = (0, 0, 100, 100, 0.95, 0)  # person in a corner (padding): ignored
+    dets[1] = (200, 200, 300, 300, 0.9, 2)  # a car in the centre: wrong label
+    dets[2] = (220, 150, 290, 400, 0.7, 0)  # the person in the centre
+    assert cloud_score(dets, "person", region) == pytest.approx(0.7)
+    assert cloud_score(dets, "car", region) == pytest.approx(0.9)
+    assert cloud_score(dets, "dog", region) == 0.0
+
+
+def test_decode_crop_roundtrip_and_garbage() -> None:
+    _, jpg = cv2.imencode(".jpg", np.full((40, 20, 3), (0, 0, 255), np.uint8))  # BGR red
+    rgb = decode_crop(base64.b64encode(jpg.tobytes()).decode())
+    assert rgb is not None and rgb.shape == (40, 20, 3) and rgb[..., 0].mean() > 200  # red first: RGB
+    assert decode_crop("not base64!") is None
+    assert decode_crop(base64.b64encode(b"not a jpeg").decode()) is None
+
+
+# --------------------------------------------------------------------------- circuit breaker
+
+
+def test_circuit_breaker_state_machine() -> None:
+    clock = FakeClock()
+    b = CircuitBreaker(failures=3, reset_s=5.0, clock=clock)
+    assert b.state == "closed" and b.allow()
+    b.record_failure()
+    b.record_failure()
+    b.record_success()  # success resets the count
+    b.record_failure()
+    b.record_failure()
+    assert b.state == "closed"
+    b.record_failure()
+    assert b.state == "open" and b.opened_count == 1
+    assert not b.allow() and b.rejected_count == 1
+    clock.t += 4.9
+    assert not b.allow()
+    clock.t += 0.2
+    assert b.state == "half_open"
+    assert b.allow()  # the one trial call
+    assert not b.allow()  # others wait for its outcome
+    b.record_failure()  # trial failed: open again, for a fresh reset period
+    assert b.state == "open" and b.opened_count == 2
+    clock.t += 5.0
+    assert b.allow()
+    b.record_success()
+    assert b.state == "closed" and b.allow() and b.allow()
+
+
+# --------------------------------------------------------------------------- rules and ledger
+
+
+def test_presence_rule_and_ledger_one_alert_per_track() -> None:
+    rule = RuleSettings(id="p", kind="presence", labels=["person"], min_score=0.5, cooldown_s=60)
+    engine, table, ledger_table = RulesEngine([rule]), {}, {}
+    ledger = IncidentLedger(ledger_table)
+    alerts = []
+    evs = [
+        event(track=1, ts=1000),
+        event(track=1, ts=2000, type="track_updated"),
+        event(track=2, ts=2500, score=0.3),  # below min_score
+        event(track=2, ts=3000, score=0.8, type="track_updated"),
+        event(track=1, ts=4000, type="track_ended"),
+        event(track=3, ts=5000, label="car"),
+    ]
+    for ev in evs:
+        st = StagedState(table)
+        for f in engine.apply(ev, ev.score, st):
+            occurrence, key, entry = ledger.decide(f, ev)
+            if occurrence:
+                alerts.append(alert_id(f.rule.id, ev.site, ev.cam, f.incident_key, occurrence))
+            ledger.commit(key, entry)
+        if ev.type == "track_ended":
+            ledger.track_ended([rule], ev)
+    assert alerts == [alert_id("p", "s", "cam-1", "track-1", 1), alert_id("p", "s", "cam-1", "track-2", 1)]
+    assert alert_id("p", "s", "cam-1", "track-1", 1) == alert_id("p", "s", "cam-1", "track-1", 1)
+    assert "p|cam-1|track-1" not in ledger_table  # ended tracks leave the ledger
+
+
+def test_count_and_line_rules() -> None:
+    count = RuleSettings(id="c", kind="count", count=2, window_s=10, cooldown_s=0)
+    line = RuleSettings(id="l", kind="line", line=((0.5, 0.0), (0.5, 1.0)), direction="any")
+    engine, table = RulesEngine([count, line]), {}
+    fired = []
+    for i, (track, x) in enumerate([(1, 0.2), (2, 0.3), (1, 0.7), (3, 0.3)]):
+        ev = event(track=track, ts=1000 * i, box=(x, 0.4, x + 0.05, 0.6), type="track_updated")
+        st = StagedState(table)
+        fired += [(f.rule.id, f.incident_key) for f in engine.apply(ev, 0.9, st)]
+        st.commit()
+    assert fired == [("l", "track-1"), ("c", "count")]
+
+
+def test_schedule_wraps_midnight() -> None:
+    noon, one_am = 12 * 3600_000, 3600_000
+    assert in_schedule(("08:00", "18:00"), noon)
+    assert not in_schedule(("22:00", "06:00"), noon)
+    assert in_schedule(("22:00", "06:00"), one_am)
+
+
+# --------------------------------------------------------------------------- config set
+
+
+def test_config_set_validates_keys_and_values() -> None:
+    assert parse_pairs(["min_score=0.4", "labels=person,car", "crops=false"]) == {
+        "min_score": 0.4, "labels": ["person", "car"], "crops": False,
+    }  # fmt: skip
+    with pytest.raises(ConfigError, match="unknown camera setting"):
+        parse_pairs(["nope=1"])
+    with pytest.raises(ConfigError, match="invalid"):
+        parse_pairs(["min_score=7"])
+    rec = config_record("site-a", "cam-1", {"min_score": 0.4}, rev=5)
+    assert rec == b'{"v":1,"site":"site-a","cam":"cam-1","rev":5,"config":{"min_score":0.4}}'

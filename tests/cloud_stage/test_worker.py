@@ -1,0 +1,125 @@
+"""The cloud worker as a deployment runs it (``pipeline cloud`` subprocess) against real Tansu and
+the real model server: events in, alerts out."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cloud_stage_helpers import AlertReader, CloudWorker, Crops, produce, read_topic, track_events, worker_settings
+
+from pipeline.cloud_stage.alerting import alert_id
+from pipeline.local_stack.model_server import ModelServerProcess
+from pipeline.settings import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+RULE = {"id": "person-present", "kind": "presence", "labels": ["person"], "min_score": 0.5}
+
+
+def expected_id(cam: str, track: int) -> str:
+    return alert_id("person-present", "site-t", cam, f"track-{track}", 1)
+
+
+def test_alerts_dedupe_poison_and_restart(
+    make_settings: object, model_server: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
+) -> None:
+    s = worker_settings(make_settings, rules=[RULE], escalation="track_started", edge_weight=0.4)
+    worker = CloudWorker(s, tmp_path / "cloud")
+    cloud_worker.append(worker)
+    worker.start()
+    reader = AlertReader(s)
+
+    # phase 1: 4 person tracks with real crops -> 4 verified alerts; a "person" whose crop is
+    # background -> contradicted, fused 0.4*0.9 < 0.5 -> none; a car -> no rule. All sent twice.
+    events, expected = [], set()
+    for i in range(4):
+        cam, track = f"cam-{i % 2 + 1}", 10 + i
+        events += track_events(cam, track, crops.people[i % len(crops.people)])
+        expected.add(expected_id(cam, track))
+    events += track_events("cam-1", 50, crops.background)
+    events += track_events("cam-2", 51, None, label="car")
+    produce(s, events + events, extra=[b"not json", b'{"v":1,"id":"x"}'])
+    alerts = reader.wait_for(len(expected), settle_s=3.0)
+    assert {a.id for a in alerts} == expected, worker.log_tail()
+    assert len(alerts) == len(expected), "duplicate events must not make duplicate alerts"
+    for a in alerts:
+        assert a.verification == "verified" and a.model and a.model.startswith("centernet@")
+        assert a.cloud_score is not None and a.cloud_score >= 0.4
+        assert a.fused_score == pytest.approx(0.4 * a.edge_score + 0.6 * a.cloud_score, abs=1e-3)
+        assert a.label == "person" and a.site == "site-t"
+    dead = read_topic(s, s.kafka.dead_letter_topic, min_records=2)
+    assert sorted(d["reason"] for d in dead) == ["missing_field", "not_json"]
+    assert all(d["source"] == "kafka" and d["topic"] == s.kafka.events_topic for d in dead)
+
+    # phase 2: new tracks, the worker SIGKILLed while they are in flight, the old events replayed
+    events2, expected2 = [], set()
+    for i in range(6):
+        cam, track = f"cam-{i % 3 + 1}", 20 + i
+        events2 += track_events(cam, track, crops.people[(i + 1) % len(crops.people)])
+        expected2.add(expected_id(cam, track))
+    produce(s, events2)
+    time.sleep(0.3)
+    worker.kill()
+    produce(s, events)  # duplicates of phase 1 after the crash
+    worker.start()
+    alerts = reader.wait_for(len(expected | expected2), timeout_s=90, settle_s=4.0)
+    assert {a.id for a in alerts} == expected | expected2, worker.log_tail()  # none lost, no new ids
+    reader.close()
+
+
+def test_model_server_outage_marks_unverified_and_recovers(
+    make_settings: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
+) -> None:
+    with ModelServerProcess(tmp_path / "ms", REPO_ROOT / "models") as ms:
+        s = worker_settings(make_settings, rules=[RULE], escalation="track_started")
+        s = s.model_copy(update={"model_server": s.model_server.model_copy(update={"address": ms.address})})
+        worker = CloudWorker(s, tmp_path / "cloud")
+        cloud_worker.append(worker)
+        worker.start()
+        reader = AlertReader(s)
+        produce(s, track_events("cam-1", 1, crops.people[0]))
+        first = reader.wait_for(1, settle_s=0)
+        assert first[0].verification == "verified"
+
+        ms.stop()
+        produce(s, [e for t in range(2, 6) for e in track_events("cam-1", t, crops.people[t % len(crops.people)])])
+        alerts = reader.wait_for(5, settle_s=0.5)
+        down = [a for a in alerts if a.track in (2, 3, 4, 5)]
+        assert len(down) == 4 and all(a.verification == "unverified" and a.cloud_score is None for a in down)
+        assert all(a.fused_score == a.edge_score for a in down)
+
+        ms.start()
+        verified_again = None
+        for track in range(100, 130):  # a new track every second until the breaker closes again
+            produce(s, track_events("cam-2", track, crops.people[0], updates=0))
+            reader.wait_for(len({a.id for a in reader.alerts}) + 1, timeout_s=10, settle_s=0)
+            verified_again = next((a for a in reader.alerts if a.cam == "cam-2" and a.verification == "verified"), None)
+            if verified_again:
+                break
+            time.sleep(1.0)
+        assert verified_again is not None, worker.log_tail(60)
+        reader.close()
+
+
+def test_config_set_produces_a_validated_record(make_settings: object, tmp_path: Path) -> None:
+    s = make_settings()  # type: ignore[operator]
+    cfg = tmp_path / "s.yaml"
+    cfg.write_text(s.to_yaml())
+    base = [sys.executable, "-m", "pipeline.cli", "--config", str(cfg), "config", "set"]
+    ok = subprocess.run([*base, "--site", "site-a", "--camera", "cam-1", "min_score=0.45", "labels=person,car"],
+                        capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([*base, "--site", "site-a", "--camera", "cam-1", "min_scor=0.4"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert bad.returncode == 2 and "unknown camera setting" in bad.stderr
+    records = read_topic(s, s.kafka.config_topic, min_records=1)
+    assert len(records) == 1
+    rec = records[0]
+    assert rec["v"] == 1 and rec["site"] == "site-a" and rec["cam"] == "cam-1"
+    assert rec["config"] == {"min_score": 0.45, "labels": ["person", "car"]}
+    assert abs(rec["rev"] - time.time() * 1000) < 120_000
+    assert json.loads(ok.stdout.split(" ", 1)[1]) == rec

@@ -1,0 +1,76 @@
+"""The whole local stack: in-process (LocalStack) and detached (`pipeline stack up|status|down`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from kafka import KafkaAdminClient
+
+from pipeline.local_stack.ports import port_open
+from pipeline.local_stack.stack import LocalStack, status_rows
+from pipeline.settings import REPO_ROOT, Settings, load_settings
+
+pytestmark = pytest.mark.integration
+
+
+def test_local_stack_wires_settings_and_creates_topics(tmp_path: Path) -> None:
+    with LocalStack(Settings(), tmp_path / "run", model_server=False) as stack:
+        s = stack.settings
+        assert s.mqtt.port == stack.mosquitto.port
+        assert s.kafka.bootstrap_servers == stack.tansu.bootstrap
+        assert s.kafka.fast_group_join
+        # Other processes load the same settings from the file the stack wrote.
+        assert load_settings(stack.settings_file) == s
+        admin = KafkaAdminClient(**s.kafka.client_kwargs())
+        try:
+            assert {s.kafka.events_topic, s.kafka.alerts_topic, s.kafka.config_topic, s.kafka.dead_letter_topic} <= set(
+                admin.list_topics()
+            )
+        finally:
+            admin.close()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.connect(s.mqtt.host, s.mqtt.port)
+        client.disconnect()
+        recorded = json.loads(stack.stack_file.read_text())
+        assert recorded["processes"]["tansu"]["port"] == stack.tansu.port
+    assert not stack.stack_file.exists()
+    assert not port_open("127.0.0.1", stack.mosquitto.port)
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        check=False,
+    )
+
+
+def test_stack_up_status_down_detached(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    try:
+        up = _cli("stack", "up", "--run-dir", str(run_dir), "--no-model-server")
+        assert up.returncode == 0, up.stderr
+        assert "settings: --config" in up.stdout
+        rows = status_rows(run_dir)
+        assert {r.name for r in rows} == {"mosquitto", "tansu"}
+        assert all(r.alive and r.answering for r in rows)
+        status = _cli("stack", "status", "--run-dir", str(run_dir))
+        assert status.returncode == 0, status.stdout + status.stderr
+        again = _cli("stack", "up", "--run-dir", str(run_dir), "--no-model-server")
+        assert again.returncode == 2 and "already running" in again.stderr
+    finally:
+        down = _cli("stack", "down", "--run-dir", str(run_dir))
+    assert down.returncode == 0, down.stderr
+    assert "stopped: mosquitto, tansu" in down.stdout
+    assert not any(port_open("127.0.0.1", r.port) for r in rows)
+    assert _cli("stack", "status", "--run-dir", str(run_dir)).returncode == 1

@@ -1,0 +1,111 @@
+"""The committed model files: checksums, metadata and a detection smoke test on the sample clip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SUMS = ROOT / "models" / "SHA256SUMS"
+EDGE_MODELS = ROOT / "pipeline" / "edge_stage" / "models"
+SAMPLE = ROOT / "samples" / "vtest_clip.mp4"
+SERVING = ROOT / "models" / "centernet" / "1"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _sums() -> dict[str, str]:
+    out = {}
+    for line in SUMS.read_text().splitlines():
+        digest, name = line.split(maxsplit=1)
+        out[name.strip()] = digest
+    return out
+
+
+def _frame_rgb512(index: int = 0):  # type: ignore[no-untyped-def]
+    cv2 = pytest.importorskip("cv2")
+    np = pytest.importorskip("numpy")
+    cap = cv2.VideoCapture(str(SAMPLE))
+    try:
+        cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, frame = cap.read()
+    finally:
+        cap.release()
+    assert ok, f"cannot read frame {index} of {SAMPLE}"
+    rgb = cv2.cvtColor(cv2.resize(frame, (512, 512)), cv2.COLOR_BGR2RGB)
+    return rgb.astype(np.float32)[None]
+
+
+def _persons(det, min_score: float = 0.3):  # type: ignore[no-untyped-def]
+    return [d for d in det if round(float(d[5])) == 0 and float(d[4]) >= min_score]
+
+
+@pytest.mark.unit
+def test_sha256sums_match_files() -> None:
+    sums = _sums()
+    assert sums, "SHA256SUMS is empty"
+    for name, digest in sums.items():
+        path = ROOT / name
+        assert path.is_file(), f"{name} listed in SHA256SUMS is missing"
+        assert _sha256(path) == digest, f"{name} does not match SHA256SUMS"
+
+
+@pytest.mark.unit
+def test_sha256sums_cover_every_model_file() -> None:
+    listed = set(_sums())
+    model_files = [p for p in SERVING.rglob("*") if p.is_file()] + list(EDGE_MODELS.glob("*.tflite"))
+    for p in model_files:
+        assert p.relative_to(ROOT).as_posix() in listed, f"{p} not in SHA256SUMS"
+
+
+@pytest.mark.unit
+def test_models_json_describes_tflite_files() -> None:
+    entries = json.loads((EDGE_MODELS / "models.json").read_text())["models"]
+    files = {e["file"] for e in entries}
+    assert {"centernet_fp32.tflite", "centernet_int8.tflite"} <= files
+    for e in entries:
+        path = EDGE_MODELS / e["file"]
+        assert e["sha256"] == _sha256(path)
+        assert e["size"] == path.stat().st_size
+        assert e["input_size"] == [512, 512]
+        assert e["labels"] == "coco80"
+    assert (EDGE_MODELS / "LICENSE.human-models").is_file()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("name", ["centernet_fp32.tflite", "centernet_int8.tflite"])
+def test_tflite_detects_people_in_sample_frame(name: str) -> None:
+    interpreter_mod = pytest.importorskip("ai_edge_litert.interpreter")
+    it = interpreter_mod.Interpreter(model_path=str(EDGE_MODELS / name), num_threads=2)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    assert list(inp["shape"]) == [1, 512, 512, 3]
+    assert list(out["shape"]) == [1, 100, 6]
+    it.set_tensor(inp["index"], _frame_rgb512(0))
+    it.invoke()
+    det = it.get_tensor(out["index"])[0]
+    people = _persons(det)
+    assert len(people) >= 2, f"{name}: {len(people)} persons >= 0.3 in frame 0"
+    for x1, y1, x2, y2, *_ in people:
+        assert 0 <= x1 < x2 <= 512 and 0 <= y1 < y2 <= 512
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_savedmodel_serving_signature_batches() -> None:
+    tf = pytest.importorskip("tensorflow")
+    np = pytest.importorskip("numpy")
+    sig = tf.saved_model.load(str(SERVING)).signatures["serving_default"]
+    spec = sig.structured_input_signature[1]["images"]
+    assert spec.shape.as_list() == [None, 512, 512, 3]
+    assert spec.dtype == tf.float32
+    frame = _frame_rgb512(0)
+    det = sig(images=tf.constant(np.concatenate([frame, frame])))["detections"].numpy()
+    assert det.shape == (2, 100, 6)
+    assert len(_persons(det[0])) >= 2
+    np.testing.assert_allclose(det[0], det[1], atol=1e-4)

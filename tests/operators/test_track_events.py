@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pipeline.operators.track_events import TrackEventPolicy
+from pipeline.operators.tracking import Detection, Track, Tracker, TrackUpdate
+from pipeline.testing import scripted_track
+
+pytestmark = pytest.mark.unit
+
+
+def track(tid: int = 1, cx: float = 0.5, score: float = 0.8, label: str = "person", t: int = 0) -> Track:
+    return Track(tid, label, score, (cx - 0.05, 0.4, cx + 0.05, 0.7), 0, t, 3, 0)
+
+
+def types(decisions: Sequence[tuple[str, Track]]) -> list[str]:
+    return [d[0] for d in decisions]
+
+
+def test_steady_walker_for_10_s_at_5_fps_makes_a_handful_of_events() -> None:
+    # 0.02 frame widths per second: a person walking across a wide view, far away.
+    path = scripted_track((0.3, 0.5), (0.02, 0.0), frames=50, jitter=0.003, seed=1)
+    tracker, policy = Tracker(), TrackEventPolicy()
+    emitted: list[str] = []
+    for t, box in path:
+        emitted += types(policy.decide(tracker.update([Detection(box, 0.8, "person")], t), t))
+    end_t = path[-1][0]
+    for k in range(1, 8):  # walks out of view: misses until the tracker ends it
+        emitted += types(policy.decide(tracker.update([], end_t + 200 * k), end_t + 200 * k))
+    assert emitted[0] == "track_started" and emitted[-1] == "track_ended"
+    assert emitted.count("track_started") == 1 and emitted.count("track_ended") == 1
+    assert 3 <= len(emitted) <= 8, emitted
+
+
+def test_fast_mover_is_bounded_by_distance_over_threshold() -> None:
+    policy = TrackEventPolicy(move_threshold=0.05)
+    out = policy.decide(TrackUpdate(started=[track(cx=0.1)]), 0)
+    for i in range(1, 41):  # 0.02 per step, 0.8 in all
+        out += policy.decide(TrackUpdate(updated=[track(cx=0.1 + 0.02 * i, t=200 * i)]), 200 * i)
+    n_updates = types(out).count("track_updated")
+    assert 0.8 / 0.06 - 1 <= n_updates <= 0.8 / 0.05 + 1
+
+
+def test_update_reasons() -> None:
+    policy = TrackEventPolicy(move_threshold=0.05, score_delta=0.15, keepalive_ms=5000)
+    assert types(policy.decide(TrackUpdate(started=[track()]), 0)) == ["track_started"]
+    # Small move, small score change, soon: nothing.
+    assert policy.decide(TrackUpdate(updated=[track(cx=0.53, score=0.9)]), 1000) == []
+    # Score jump.
+    assert types(policy.decide(TrackUpdate(updated=[track(score=0.5)]), 1200)) == ["track_updated"]
+    # Label change.
+    assert types(policy.decide(TrackUpdate(updated=[track(score=0.5, label="car")]), 1400)) == ["track_updated"]
+    # Keepalive: nothing changed, 5 s since the last emitted event.
+    assert policy.decide(TrackUpdate(updated=[track(score=0.5, label="car")]), 6300) == []
+    assert types(policy.decide(TrackUpdate(updated=[track(score=0.5, label="car")]), 6400)) == ["track_updated"]
+
+
+def test_movement_is_measured_from_the_last_emitted_event_not_the_last_frame() -> None:
+    policy = TrackEventPolicy(move_threshold=0.05)
+    policy.decide(TrackUpdate(started=[track(cx=0.5)]), 0)
+    out = []
+    for i in range(1, 6):  # 0.012 per step: each step is tiny, the sum is not
+        out += policy.decide(TrackUpdate(updated=[track(cx=0.5 + 0.012 * i)]), 100 * i)
+    assert types(out) == ["track_updated"]
+
+
+def test_held_tracks_only_get_keepalives() -> None:
+    policy = TrackEventPolicy(keepalive_ms=5000)
+    policy.decide(TrackUpdate(started=[track()]), 0)
+    assert policy.decide(TrackUpdate(held=[track(cx=0.9)]), 4000) == []
+    assert types(policy.decide(TrackUpdate(held=[track()]), 5000)) == ["track_updated"]
+
+
+def test_unknown_tracks_are_announced_and_unannounced_ends_are_silent() -> None:
+    policy = TrackEventPolicy()
+    assert types(policy.decide(TrackUpdate(updated=[track(7)]), 0)) == ["track_started"]
+    assert policy.decide(TrackUpdate(ended=[track(8)]), 100) == []
+    assert types(policy.decide(TrackUpdate(ended=[track(7)]), 100)) == ["track_ended"]
+    assert len(policy) == 0
+
+
+def test_state_is_bounded() -> None:
+    policy = TrackEventPolicy(max_tracks=3)
+    policy.decide(TrackUpdate(started=[track(i) for i in range(5)]), 0)
+    assert len(policy) == 3 and policy.evicted == 2
+
+
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(0, 1), st.integers(0, 3000)), max_size=60))
+def test_every_started_track_ends_once_and_updates_only_between(steps: list[tuple[float, float, int]]) -> None:
+    policy = TrackEventPolicy()
+    t = 0
+    out = policy.decide(TrackUpdate(started=[track()]), t)
+    for cx, score, dt in steps:
+        t += dt
+        base = track(cx=cx, score=score, t=t)
+        out += policy.decide(TrackUpdate(updated=[base]), t)
+    out += policy.decide(TrackUpdate(ended=[dataclasses.replace(track(), missed=6)]), t + 1)
+    kinds = types(out)
+    assert kinds[0] == "track_started" and kinds[-1] == "track_ended"
+    assert set(kinds[1:-1]) <= {"track_updated"}
+    assert len(kinds) <= len(steps) + 2
