@@ -90,7 +90,7 @@ class AlertSubscriber:
 
     def _handle_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         now = int(time.time() * 1000)
-        decoded = decode_alert(msg.payload)
+        decoded = decode_alert(bytes(msg.payload))
         if isinstance(decoded, Rejected):
             with self._lock:
                 self.stats.rejected += 1

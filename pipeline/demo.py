@@ -38,8 +38,7 @@ class DemoResult:
     def lines(self) -> list[str]:
         e, a = self.edge, self.alerts
         ratio = e.video_bytes_read / e.bytes_published if e.bytes_published else float("inf")
-        p50, p95 = a.latency_quantile(0.5), a.latency_quantile(0.95)
-        fmt = lambda v: "-" if v is None else f"{v:.0f} ms"  # noqa: E731
+        p50, p95 = _ms(a.latency_quantile(0.5)), _ms(a.latency_quantile(0.95))
         return [
             "",
             "=== demo summary ===",
@@ -51,9 +50,13 @@ class DemoResult:
             f"bytes sent             {e.bytes_published:,}  vs video bytes read {e.video_bytes_read:,}"
             f"  ({ratio:,.0f}x less)",
             f"alerts received        {len(a.unique)}  (duplicates dropped: {a.duplicates})",
-            f"capture->alert latency p50 {fmt(p50)}  p95 {fmt(p95)}",
+            f"capture->alert latency p50 {p50}  p95 {p95}",
             f"wall time              {self.wall_s:.1f} s",
         ]
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.0f} ms"
 
 
 def demo_settings(base: Settings, run_dir: Path, clip: Path | None, loops: bool) -> Settings:
@@ -83,11 +86,13 @@ def run_demo(
     began = time.monotonic()
     print_fn(f">> starting Mosquitto, Tansu (Kafka protocol) and the TF-Serving-compatible "
              f"model server in {run_dir}")
-    with LocalStack(settings, run_dir) as stack_settings:
-        s = demo_settings(stack_settings, run_dir, clip, loops=False)
+    with LocalStack(settings, run_dir) as stack:
+        s = demo_settings(stack.settings, run_dir, clip, loops=False)
         config_file = run_dir / "demo-settings.yaml"
         config_file.write_text(s.to_yaml())
-        print_fn(f">> MQTT {s.mqtt.host}:{s.mqtt.port}  Kafka {s.kafka.bootstrap_servers}  model {s.model_server.address}")
+        print_fn(
+            f">> MQTT {s.mqtt.host}:{s.mqtt.port}  Kafka {s.kafka.bootstrap_servers}  model {s.model_server.address}"
+        )
         bridge = PipelineService("bridge", run_dir, config_file, ["bridge"], BRIDGE_READY)
         cloud = PipelineService("cloud", run_dir, config_file, ["cloud"], CLOUD_READY)
 

@@ -1,36 +1,33 @@
 """One alert per incident, with an id derived from the incident itself.
 
-Alert id = ``"al-" + sha256("rule|site|cam|incident_key|occurrence")[:32]``, where
-``occurrence`` counts how many times this incident has alerted (1 for the first). Reprocessing
-the same events after a crash (at-least-once) therefore re-emits the *same* ids, which
-consumers drop; nothing depends on wall-clock time.
+Alert id = :func:`pipeline.operators.dedupe.alert_id` over (rule, ``site/cam``, incident key,
+the event time at which the incident opened). Reprocessing the same events after a crash
+(at-least-once) therefore re-emits the *same* ids, which consumers drop; nothing depends on
+wall-clock time.
 
-The incident ledger (changelogged table, key ``rule|cam|incident``) holds
-``{"n", "first", "last"}`` in event time. A firing alerts when the incident is new, or when it
-has not fired for ``cooldown_s`` (then ``n`` grows); every firing slides ``last``, so a track that
-stays present alerts once. Track-bound incidents are dropped when their track ends.
+The incident ledger (changelogged table, one key per incident ``rule|cam|track`` or
+``rule|cam|zone``) holds ``{"first", "last"}`` in event time, with the semantics of
+:class:`pipeline.operators.dedupe.IncidentLedger`: a hit alerts when its incident is new or has
+been quiet for ``cooldown_s``; every hit is activity. The ledger is kept per key instead of as
+one serialised ledger so each event writes one small changelog record. Entries of ended tracks
+are dropped.
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import MutableMapping
 from typing import Any
 
 from pipeline.cloud_stage.rules_engine import Firing
 from pipeline.cloud_stage.verification import Verdict
+from pipeline.operators.dedupe import alert_id
+from pipeline.operators.rules import RuleSpec, state_key
 from pipeline.operators.schema import Alert, Event
-from pipeline.settings import RuleSettings
 
 
-def alert_id(rule: str, site: str, cam: str, incident_key: str, occurrence: int) -> str:
-    digest = hashlib.sha256(f"{rule}|{site}|{cam}|{incident_key}|{occurrence}".encode()).hexdigest()
-    return f"al-{digest[:32]}"
-
-
-def ledger_key(rule: str, cam: str, incident_key: str) -> str:
-    return f"{rule}|{cam}|{incident_key}"
+def incident_alert_id(rule_id: str, site: str, cam: str, incident_key: str, opened_ms: int) -> str:
+    return alert_id(rule_id, f"{site}/{cam}", incident_key, opened_ms)
 
 
 class IncidentLedger:
@@ -38,19 +35,15 @@ class IncidentLedger:
         self.table = table
 
     def decide(self, firing: Firing, event: Event) -> tuple[int | None, str, dict[str, int] | None]:
-        """``(occurrence or None, key, new entry or None)`` for a firing; writes nothing.
+        """``(incident opened ms or None, key, new entry or None)`` for a hit; writes nothing.
 
         The caller writes the entry (:meth:`commit`) only after the alert is acknowledged by
         Kafka, so a crash in between re-emits the alert (same id) instead of losing it.
         """
-        key = ledger_key(firing.rule.id, event.cam, firing.incident_key)
+        key = firing.incident_key
         entry = self.table.get(key)
-        cooldown_ms = int(firing.rule.cooldown_s * 1000)
-        if entry is None:
-            return 1, key, {"n": 1, "first": event.ts, "last": event.ts}
-        n = int(entry["n"])
-        if event.ts - int(entry["last"]) >= cooldown_ms:
-            return n + 1, key, {"n": n + 1, "first": event.ts, "last": event.ts}
+        if entry is None or event.ts - int(entry["last"]) >= firing.rule.cooldown_ms:
+            return event.ts, key, {"first": event.ts, "last": event.ts}
         if event.ts > int(entry["last"]):
             return None, key, {**entry, "last": event.ts}
         return None, key, None
@@ -59,16 +52,18 @@ class IncidentLedger:
         if entry is not None:
             self.table[key] = entry
 
-    def track_ended(self, rules: list[RuleSettings], event: Event) -> None:
-        for rule in rules:
-            key = ledger_key(rule.id, event.cam, f"track-{event.track}")
+    def track_ended(self, specs: list[RuleSpec], event: Event) -> None:
+        for spec in specs:
+            if spec.kind == "count":
+                continue  # camera-wide incident: ends by cooldown
+            key = state_key(spec, event.cam, event.track)
             if key in self.table:
                 del self.table[key]
 
 
-def make_alert(firing: Firing, event: Event, verdict: Verdict, occurrence: int) -> Alert:
+def make_alert(firing: Firing, event: Event, verdict: Verdict, opened_ms: int) -> Alert:
     return Alert(
-        id=alert_id(firing.rule.id, event.site, event.cam, firing.incident_key, occurrence),
+        id=incident_alert_id(firing.rule.id, event.site, event.cam, firing.incident_key, opened_ms),
         ts=int(time.time() * 1000),
         site=event.site,
         cam=event.cam,
@@ -83,5 +78,5 @@ def make_alert(firing: Firing, event: Event, verdict: Verdict, occurrence: int) 
         fused_score=round(verdict.fused_score, 4),
         verification=verdict.verification,
         model=verdict.model,
-        detail="; ".join(d for d in (firing.detail, verdict.detail) if d)[:200],
+        detail="; ".join(d for d in (firing.hit.detail, verdict.detail) if d)[:200],
     )

@@ -161,9 +161,9 @@ class CloudProcessor:
                 verdict = Verdict(None, ev.score, "not_escalated")
         state = StagedState(self.rule_state)
         for firing in self.rules.apply(ev, verdict.fused_score, state):
-            occurrence, key, entry = self.ledger.decide(firing, ev)
-            if occurrence is not None:
-                alert = make_alert(firing, ev, verdict, occurrence)
+            opened_ms, key, entry = self.ledger.decide(firing, ev)
+            if opened_ms is not None:
+                alert = make_alert(firing, ev, verdict, opened_ms)
                 fut = await self.alerts_topic.send(key=ev.cam.encode(), value=encode_alert(alert))
                 await fut  # acknowledged before the ledger says "alerted" (no lost alert on crash)
                 self.metrics.inc("cloud_alerts_total", help="Alerts produced.", rule=firing.rule.id,
@@ -175,7 +175,7 @@ class CloudProcessor:
             self.ledger.commit(key, entry)
         state.commit()
         if ev.type == "track_ended":
-            self.ledger.track_ended(self.rules.rules, ev)
+            self.ledger.track_ended(self.rules.specs, ev)
             if track_key in self.tracks:
                 del self.tracks[track_key]
         elif fresh:  # remember the heavy model's verdict for the track's later events

@@ -62,7 +62,12 @@ def register(subparsers: Any) -> None:
     for name, func, help_text in actions:
         action = sub.add_parser(name, help=help_text, description=help_text)
         add_override(
-            action, "--run-dir", path="local.run_dir", type=Path, help="Directory for configs, data, logs, pids."
+            action,
+            "--run-dir",
+            path="local.run_dir",
+            type=Path,
+            metavar="DIR",
+            help="Directory for configs, data, logs, pids.",
         )
         if name == "up":
             action.add_argument(

@@ -5,9 +5,11 @@ from __future__ import annotations
 import getpass
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipeline.errors import LocalStackError
 from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.ports import LOOPBACK, free_port, port_open
 
@@ -134,3 +136,17 @@ class MosquittoProcess(ChildProcess):
         """SIGHUP: Mosquitto re-reads the password and ACL files without dropping clients."""
         if self.pid is not None:
             os.kill(self.pid, signal.SIGHUP)
+
+
+def write_password_file(path: Path, users: dict[str, str], binary: str = "mosquitto_passwd") -> Path:
+    """Create a Mosquitto password file (hashed) for ``{user: password}`` with ``mosquitto_passwd``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    path.touch(mode=0o600)
+    for user, password in users.items():
+        # -b takes the password on the command line: fine for local test users, never for real ones.
+        result = subprocess.run([binary, "-b", str(path), user, password], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise LocalStackError(f"mosquitto_passwd failed for {user}: {result.stderr.strip()}")
+    return path

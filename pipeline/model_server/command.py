@@ -29,6 +29,13 @@ def register(subparsers: Any) -> None:
         " ModelService.GetModelStatus over <model_base_path>/<model>/<version>/saved_model.pb, highest"
         " version by default. In docker compose the tensorflow/serving image serves the same directory.",
     )
-    add_override(parser, "--address", path="model_server.address", help="host:port to listen on.")
-    add_override(parser, "--model-base-path", path="model_server.model_base_path", type=Path, help="Model directory.")
+    add_override(parser, "--address", path="model_server.address", metavar="HOST:PORT", help="host:port to listen on.")
+    add_override(
+        parser,
+        "--model-base-path",
+        path="model_server.model_base_path",
+        type=Path,
+        metavar="DIR",
+        help="Model directory.",
+    )
     parser.set_defaults(func=_run)

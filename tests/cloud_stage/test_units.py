@@ -9,11 +9,11 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.cloud_stage.alerting import IncidentLedger, alert_id
+from pipeline.cloud_stage.alerting import IncidentLedger, incident_alert_id
 from pipeline.cloud_stage.circuit_breaker import CircuitBreaker
 from pipeline.cloud_stage.command import config_record, parse_pairs
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
-from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState, in_schedule
+from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.verification import (
     centre_region,
     cloud_score,
@@ -146,11 +146,26 @@ def test_circuit_breaker_state_machine() -> None:
 # --------------------------------------------------------------------------- rules and ledger
 
 
-def test_presence_rule_and_ledger_one_alert_per_track() -> None:
-    rule = RuleSettings(id="p", kind="presence", labels=["person"], min_score=0.5, cooldown_s=60)
-    engine, table, ledger_table = RulesEngine([rule]), {}, {}
+def _run_rules(rules: list[RuleSettings], evs: list[Event], fused: float | None = None) -> list[str]:
+    engine, state_table, ledger_table = RulesEngine(rules), {}, {}
     ledger = IncidentLedger(ledger_table)
     alerts = []
+    for ev in evs:
+        st = StagedState(state_table)
+        for f in engine.apply(ev, ev.score if fused is None else fused, st):
+            opened, key, entry = ledger.decide(f, ev)
+            if opened is not None:
+                alerts.append(incident_alert_id(f.rule.id, ev.site, ev.cam, f.incident_key, opened))
+            ledger.commit(key, entry)
+        st.commit()
+        if ev.type == "track_ended":
+            ledger.track_ended(engine.specs, ev)
+    assert not any(k.endswith("|1") for k in ledger_table), "ended tracks leave the ledger"
+    return alerts
+
+
+def test_presence_rule_and_ledger_one_alert_per_track() -> None:
+    rule = RuleSettings(id="p", kind="presence", labels=["person"], min_score=0.5, cooldown_s=60)
     evs = [
         event(track=1, ts=1000),
         event(track=1, ts=2000, type="track_updated"),
@@ -159,38 +174,33 @@ def test_presence_rule_and_ledger_one_alert_per_track() -> None:
         event(track=1, ts=4000, type="track_ended"),
         event(track=3, ts=5000, label="car"),
     ]
-    for ev in evs:
-        st = StagedState(table)
-        for f in engine.apply(ev, ev.score, st):
-            occurrence, key, entry = ledger.decide(f, ev)
-            if occurrence:
-                alerts.append(alert_id(f.rule.id, ev.site, ev.cam, f.incident_key, occurrence))
-            ledger.commit(key, entry)
-        if ev.type == "track_ended":
-            ledger.track_ended([rule], ev)
-    assert alerts == [alert_id("p", "s", "cam-1", "track-1", 1), alert_id("p", "s", "cam-1", "track-2", 1)]
-    assert alert_id("p", "s", "cam-1", "track-1", 1) == alert_id("p", "s", "cam-1", "track-1", 1)
-    assert "p|cam-1|track-1" not in ledger_table  # ended tracks leave the ledger
+    assert _run_rules([rule], evs) == [
+        incident_alert_id("p", "s", "cam-1", "p|cam-1|1", 1000),
+        incident_alert_id("p", "s", "cam-1", "p|cam-1|2", 3000),
+    ]
+    # deterministic: the same events give the same ids
+    assert _run_rules([rule], evs) == _run_rules([rule], evs)
 
 
-def test_count_and_line_rules() -> None:
+def test_count_and_line_rules_with_cooldown() -> None:
     count = RuleSettings(id="c", kind="count", count=2, window_s=10, cooldown_s=0)
-    line = RuleSettings(id="l", kind="line", line=((0.5, 0.0), (0.5, 1.0)), direction="any")
-    engine, table = RulesEngine([count, line]), {}
-    fired = []
-    for i, (track, x) in enumerate([(1, 0.2), (2, 0.3), (1, 0.7), (3, 0.3)]):
-        ev = event(track=track, ts=1000 * i, box=(x, 0.4, x + 0.05, 0.6), type="track_updated")
-        st = StagedState(table)
-        fired += [(f.rule.id, f.incident_key) for f in engine.apply(ev, 0.9, st)]
-        st.commit()
-    assert fired == [("l", "track-1"), ("c", "count")]
+    line = RuleSettings(id="l", kind="line", line=((0.5, 0.0), (0.5, 1.0)), direction="any", cooldown_s=60)
+    steps = [(1, 0.2), (2, 0.3), (1, 0.7), (3, 0.3), (1, 0.2)]  # track 1 crosses twice
+    evs = [
+        event(track=t, ts=1000 * i, box=(x, 0.4, x + 0.05, 0.6), type="track_updated") for i, (t, x) in enumerate(steps)
+    ]
+    alerts = _run_rules([count, line], evs, fused=0.9)
+    assert alerts == [
+        incident_alert_id("l", "s", "cam-1", "l|cam-1|1", 2000),  # 2nd crossing within cooldown: none
+        incident_alert_id("c", "s", "cam-1", "c|cam-1|zone", 3000),
+    ]
 
 
-def test_schedule_wraps_midnight() -> None:
+def test_schedule_gates_hits() -> None:
+    night = RuleSettings(id="n", kind="presence", schedule=("22:00", "06:00"))
     noon, one_am = 12 * 3600_000, 3600_000
-    assert in_schedule(("08:00", "18:00"), noon)
-    assert not in_schedule(("22:00", "06:00"), noon)
-    assert in_schedule(("22:00", "06:00"), one_am)
+    assert _run_rules([night], [event(ts=noon, score=0.9)]) == []
+    assert len(_run_rules([night], [event(ts=one_am, score=0.9)])) == 1
 
 
 # --------------------------------------------------------------------------- config set

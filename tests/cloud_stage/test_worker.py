@@ -12,16 +12,20 @@ from pathlib import Path
 import pytest
 from cloud_stage_helpers import AlertReader, CloudWorker, Crops, produce, read_topic, track_events, worker_settings
 
-from pipeline.cloud_stage.alerting import alert_id
+from pipeline.cloud_stage.alerting import incident_alert_id
 from pipeline.local_stack.model_server import ModelServerProcess
+from pipeline.operators.schema import Event
 from pipeline.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 RULE = {"id": "person-present", "kind": "presence", "labels": ["person"], "min_score": 0.5}
 
 
-def expected_id(cam: str, track: int) -> str:
-    return alert_id("person-present", "site-t", cam, f"track-{track}", 1)
+def expected_id(events: list[Event]) -> str:
+    """Presence fires on the track's first event (its crop verifies it)."""
+    first = events[0]
+    return incident_alert_id("person-present", first.site, first.cam, f"person-present|{first.cam}|{first.track}",
+                             first.ts)  # fmt: skip
 
 
 def test_alerts_dedupe_poison_and_restart(
@@ -38,8 +42,9 @@ def test_alerts_dedupe_poison_and_restart(
     events, expected = [], set()
     for i in range(4):
         cam, track = f"cam-{i % 2 + 1}", 10 + i
-        events += track_events(cam, track, crops.people[i % len(crops.people)])
-        expected.add(expected_id(cam, track))
+        evs = track_events(cam, track, crops.people[i % len(crops.people)])
+        events += evs
+        expected.add(expected_id(evs))
     events += track_events("cam-1", 50, crops.background)
     events += track_events("cam-2", 51, None, label="car")
     produce(s, events + events, extra=[b"not json", b'{"v":1,"id":"x"}'])
@@ -59,8 +64,9 @@ def test_alerts_dedupe_poison_and_restart(
     events2, expected2 = [], set()
     for i in range(6):
         cam, track = f"cam-{i % 3 + 1}", 20 + i
-        events2 += track_events(cam, track, crops.people[(i + 1) % len(crops.people)])
-        expected2.add(expected_id(cam, track))
+        evs = track_events(cam, track, crops.people[(i + 1) % len(crops.people)])
+        events2 += evs
+        expected2.add(expected_id(evs))
     produce(s, events2)
     time.sleep(0.3)
     worker.kill()

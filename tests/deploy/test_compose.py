@@ -16,9 +16,6 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-
-from pipeline.settings import REPO_ROOT
-
 from deploy_helpers import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
@@ -28,6 +25,8 @@ from deploy_helpers import (
     load_compose,
     service_environment,
 )
+
+from pipeline.settings import REPO_ROOT
 
 SCHEMA = REPO_ROOT / "deploy" / "compose-spec" / "compose_spec.json"
 ONE_SHOT = ("mosquitto-passwd", "kafka-init")

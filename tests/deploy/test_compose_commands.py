@@ -28,7 +28,7 @@ from pipeline.local_stack.ports import free_port
 from pipeline.settings import REPO_ROOT, KafkaSettings
 
 sys.path.insert(0, str(REPO_ROOT / "deploy"))
-import healthcheck  # noqa: E402  (deploy/healthcheck.py: the probe the compose health checks run)
+import healthcheck  # deploy/healthcheck.py: the probe the compose health checks run
 
 # What the image adds to the compose environment (Dockerfile ENV, deploy/docker-entrypoint.sh).
 IMAGE_ENV_KEYS = ("PIPELINE_CLOUD__DATA_DIR", "PIPELINE_LOCAL__RUN_DIR", "PIPELINE_BRIDGE__CLIENT_ID")
@@ -40,7 +40,7 @@ def _subcommands() -> set[str]:
     from pipeline.cli import build_parser
 
     parser = build_parser()
-    action = next(a for a in parser._actions if a.dest == "command")  # noqa: SLF001 (argparse has no API)
+    action = next(a for a in parser._actions if a.dest == "command")  # argparse has no public API for it
     return set(action.choices)
 
 
@@ -105,9 +105,9 @@ def _local_environment(
     for key, value in translated.items():
         assert key in env, f"{name}: compose sets no {key}"
         env[key] = value
-    if (REPO_ROOT / "models" / "models.config").is_file():
+    if name == "cloud" and (REPO_ROOT / "models" / "models.config").is_file():
         env["PIPELINE_MODEL_SERVER__ADDRESS"] = request.getfixturevalue("model_server").address
-    else:  # the worker starts without it (alerts 'unverified'); compose waits for tfserving healthy
+    else:  # the bridge never calls it; without models the worker starts anyway (alerts 'unverified')
         env["PIPELINE_MODEL_SERVER__ADDRESS"] = f"127.0.0.1:{free_port()}"
     health_port = free_port()
     if name == "bridge":

@@ -28,7 +28,8 @@ def test_wheel_contains_the_edge_models(tmp_path: Path) -> None:
     shutil.copytree(REPO_ROOT / "pipeline", src / "pipeline",
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))  # fmt: skip
     out = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist")],
+        [sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path / "dist")],
         cwd=src, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     assert out.returncode == 0, out.stdout + out.stderr

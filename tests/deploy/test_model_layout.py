@@ -7,11 +7,17 @@ parsing as BatchingParameters. The local TF-Serving-compatible server reads the 
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path, PurePosixPath
 
 import pytest
-from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
-from google.protobuf import wrappers_pb2  # noqa: F401  (registers google/protobuf/wrappers.proto)
+from google.protobuf import (
+    descriptor_pb2,
+    descriptor_pool,
+    message_factory,
+    text_format,
+    wrappers_pb2,  # noqa: F401  (registers google/protobuf/wrappers.proto)
+)
 
 from pipeline.settings import REPO_ROOT
 
@@ -100,10 +106,8 @@ def _batching_parameters_class() -> type:
         if type_name:
             field.type_name = type_name
     pool = descriptor_pool.Default()
-    try:
+    with contextlib.suppress(TypeError):  # already added by an earlier call in this process
         pool.Add(proto)
-    except TypeError:
-        pass  # already added by an earlier call in this process
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("deploy_test.serving.BatchingParameters"))
 
 

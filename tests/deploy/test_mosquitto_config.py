@@ -146,4 +146,3 @@ def test_acl_covers_the_example_edge_node() -> None:
     for cam in settings.edge.cameras:
         for access, kind in (("write", "events"), ("write", "status"), ("read", "config"), ("read", "acks")):
             assert f"topic {access} {prefix}/{site}/{cam.id}/{kind}" in acl
-

@@ -14,7 +14,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 
 from pipeline.errors import ConfigError, LocalStackError
 from pipeline.local_stack.kafka_topics import ensure_topics, project_topics
-from pipeline.local_stack.mosquitto import MosquittoProcess
+from pipeline.local_stack.mosquitto import MosquittoProcess, write_password_file
 from pipeline.local_stack.ports import free_port, port_open
 from pipeline.local_stack.tansu import TansuProcess
 from pipeline.settings import Settings
@@ -192,3 +192,39 @@ def test_free_port_is_bindable() -> None:
     port = free_port()
     assert 1024 < port < 65536
     assert not port_open("127.0.0.1", port)
+
+
+def test_mosquitto_password_file(make_mqtt_broker: Callable[..., MosquittoProcess], tmp_path: Path) -> None:
+    passwords = write_password_file(tmp_path / "passwd", {"cam": "s3cret"})
+    acl = tmp_path / "acl"
+    acl.write_text("user cam\ntopic readwrite vision/#\n")
+    broker = make_mqtt_broker(allow_anonymous=False, password_file=passwords, acl_file=acl)
+    assert "allow_anonymous false" in broker.conf_path.read_text()
+    results: dict[str, mqtt.ReasonCode] = {}
+    for name, password in (("good", "s3cret"), ("bad", "wrong")):
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client.username_pw_set("cam", password)
+        done = threading.Event()
+
+        def on_connect(
+            c: mqtt.Client,
+            u: object,
+            f: object,
+            rc: mqtt.ReasonCode,
+            p: object,
+            name: str = name,
+            done: threading.Event = done,
+        ) -> None:
+            results[name] = rc
+            done.set()
+
+        client.on_connect = on_connect
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        try:
+            assert done.wait(5)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+    assert not results["good"].is_failure
+    assert results["bad"].is_failure

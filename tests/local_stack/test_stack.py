@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -74,3 +75,11 @@ def test_stack_up_status_down_detached(tmp_path: Path) -> None:
     assert "stopped: mosquitto, tansu" in down.stdout
     assert not any(port_open("127.0.0.1", r.port) for r in rows)
     assert _cli("stack", "status", "--run-dir", str(run_dir)).returncode == 1
+
+
+def test_make_settings_isolates_tests(make_settings: Callable[..., Settings]) -> None:
+    a, b = make_settings(), make_settings(edge={"site": "s9"}, kafka={"partitions": 2})
+    assert a.mqtt.topic_prefix != b.mqtt.topic_prefix
+    assert a.kafka.events_topic != b.kafka.events_topic
+    assert b.edge.site == "s9" and b.kafka.partitions == 2
+    assert b.kafka.bootstrap_servers == a.kafka.bootstrap_servers and b.kafka.fast_group_join
