@@ -1,0 +1,1 @@
+"""Benchmarks of the pipeline: `python -m benchmarks --help` (see benchmarks/README.md)."""

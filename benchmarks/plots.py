@@ -1,0 +1,3 @@
+"""placeholder"""
+def draw_all(series, out):
+    return []
