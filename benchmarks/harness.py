@@ -65,6 +65,7 @@ class Context:
     def fresh_settings(self, tag: str, **sections: dict[str, Any]) -> Settings:
         """Stack settings with a unique MQTT prefix, unique Kafka topics (created) and ids."""
         from pipeline.local_stack.kafka_topics import ensure_topics
+        from pipeline.local_stack.ports import LOOPBACK, free_port
 
         base = self.stack_settings()
         prefix = f"b{tag}{uuid.uuid4().hex[:6]}"
@@ -77,7 +78,7 @@ class Context:
                                                                                 "dead_letter")},  # fmt: skip
             "edge": {"node_id": f"{prefix}-node", "outbox_path": run / "outbox.sqlite", "final_ack_wait_s": 5.0},
             "bridge": {"client_id": f"{prefix}-bridge", "shared_group": f"{prefix}-bridges"},
-            "cloud": {"app_id": f"{prefix}-cloud", "data_dir": run / "faust"},
+            "cloud": {"app_id": f"{prefix}-cloud", "data_dir": run / "faust", "web_port": free_port(LOOPBACK)},
             "local": {"run_dir": run},
         }
         for name, update in sections.items():

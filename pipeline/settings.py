@@ -238,6 +238,12 @@ class CloudSettings(Section):
     dedupe_max_per_camera: int = Field(
         20_000, ge=10, description="Event ids remembered per camera; the oldest are forgotten beyond it."
     )
+    single_record_batches: bool = Field(
+        True,
+        description="Produce one record per batch. Tansu 0.6 answers ListOffsets(latest) with the last"
+        " batch's base offset + 1, so Faust's changelog recovery stops short of a multi-record batch's"
+        " tail and loses table state; single-record batches avoid that. Set false on Apache Kafka.",
+    )
     web_enabled: bool = Field(True, description="Serve the Faust web server (/metrics, health).")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web (health/metrics) port.")
     data_dir: Path = Field(DEFAULT_RUN_DIR / "faust", description="Faust table storage.")

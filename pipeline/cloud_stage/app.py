@@ -57,6 +57,8 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         "producer_acks": -1,
         "broker_commit_interval": 1.0,
     }
+    if c.single_record_batches:  # see CloudSettings.single_record_batches (Tansu ListOffsets)
+        opts["producer_max_batch_size"] = 1
     if k.security_protocol != "PLAINTEXT":
         opts["broker_credentials"] = _credentials(settings)
     if k.fast_group_join:  # ../shared/FACTS.md: worker ready in ~4 s instead of ~30 s

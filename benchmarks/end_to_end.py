@@ -1,0 +1,76 @@
+"""End to end: capture time -> alert received by an MQTT subscriber, on the local stack.
+
+As the demo runs it: Mosquitto, Tansu and the model server (the local stack), ``pipeline bridge``
+and ``pipeline cloud`` as child processes, the edge in this process on the sample clip paced as
+a live camera (realtime, frames dropped when slow), and an :class:`AlertSubscriber` on
+``<prefix>/alerts``. Latency per alert = its arrival at the subscriber - the capture time of
+the event that raised it (``alert.event_ts``, stamped by the edge when the frame was read).
+
+Twice, each with its own topics, bridge and cloud worker: ``cloud.escalation = never`` (the
+edge score alone decides) and ``track_started`` (the default: each new track's crop goes to the
+heavy model on the model server before the rules run).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from benchmarks.harness import BenchResult, Context, cut_clip, quantile
+from benchmarks.table import Row, at_most
+from pipeline.alerts_subscriber import AlertSubscriber
+from pipeline.edge_stage.runner import run_edge
+from pipeline.local_stack.pipeline_service import PipelineService
+from pipeline.settings import SAMPLE_CLIP
+
+GROUP = "end to end"
+# what the commands log once they serve (pipeline/bridge/service.py, pipeline/cloud_stage/app.py)
+BRIDGE_READY = r"bridge ready|bridge \S+: MQTT \S+ -> Kafka"
+CLOUD_READY = r"cloud (stage|worker) ready"
+TARGET_MS = {"never": 250.0, "track_started": 500.0}
+
+
+def run_once(ctx: Context, escalation: str, clip: Path) -> tuple[list[float], dict[str, float]]:
+    camera = {"id": "cam-1", "source": str(clip), "realtime": True, "loop": False}
+    settings = ctx.fresh_settings(
+        f"e{escalation[:2]}", edge={"cameras": [camera], "final_ack_wait_s": 10.0}, cloud={"escalation": escalation}
+    )
+    run = Path(settings.local.run_dir)
+    cfg = run / "settings.yaml"
+    cfg.write_text(settings.to_yaml())
+    bridge = PipelineService("bridge", run, cfg, ["bridge"], BRIDGE_READY, start_timeout_s=90)
+    cloud = PipelineService("cloud", run, cfg, ["cloud"], CLOUD_READY, start_timeout_s=180)
+    ctx.log(f"end to end ({escalation}): starting bridge and cloud worker (logs in {run})")
+    with bridge, cloud, AlertSubscriber(settings, f"{settings.mqtt.topic_prefix}-alerts") as subscriber:
+        ctx.log(f"end to end ({escalation}): edge on {clip.name}, realtime")
+        summary = run_edge(settings, threading.Event())
+        subscriber.wait_quiet(quiet_s=4.0, timeout_s=60.0)
+    lat = [float(x) for x in subscriber.stats.latencies_ms()]
+    info = {"alerts": len(lat), "duplicates": subscriber.stats.duplicates, "tracks": summary.tracks,
+            "events": summary.events_published, "frames_dropped": summary.frames_dropped}  # fmt: skip
+    ctx.log(f"   {len(lat)} alerts, p50 {quantile(lat, 0.5) or 0:.0f} ms p95 {quantile(lat, 0.95) or 0:.0f} ms;"
+            f" {info}")  # fmt: skip
+    return lat, info
+
+
+def run(ctx: Context) -> BenchResult:
+    clip = cut_clip(ctx.work_dir / "clip_10s.mp4", 10.0) if ctx.quick else SAMPLE_CLIP
+    rows: list[Row] = []
+    series: dict[str, object] = {"latency_ms": {}, "runs": {}}
+    for escalation in ("never", "track_started"):
+        lat: list[float] = []
+        infos = []
+        for _ in range(1 if ctx.quick else 2):
+            got, info = run_once(ctx, escalation, clip)
+            lat += got
+            infos.append(info)
+        label = "no heavy model" if escalation == "never" else "heavy model on track start"
+        n = len(lat)
+        note = f"{n} alerts over {len(infos)} run(s) of {clip.name}"
+        rows.append(Row.make(f"capture->alert p95, {label}", quantile(lat, 0.95), "ms",
+                             target=at_most(TARGET_MS[escalation]), group=GROUP, note=note))  # fmt: skip
+        rows.append(Row.make(f"capture->alert p50, {label}", quantile(lat, 0.5), "ms", group=GROUP))
+        rows.append(Row.make(f"capture->alert p99, {label}", quantile(lat, 0.99), "ms", group=GROUP))
+        series["latency_ms"][f"escalation={escalation}"] = lat  # type: ignore[index]
+        series["runs"][escalation] = infos  # type: ignore[index]
+    return BenchResult(rows, series)
