@@ -84,8 +84,10 @@ def run(ctx: Context) -> BenchResult:
         ctx.log(f"bandwidth: run_edge on {SAMPLE_CLIP.name} ({video_s:.0f} s of video), run {i + 1}/{ctx.repeats}")
         s, c = run_once(ctx)
         counters.append(c)
-        ctx.log(f"   {s.events_published} events published, {s.bytes_published:,} B, {s.tracks} tracks,"
-                f" by type {s.events_by_type}")  # fmt: skip
+        ctx.log(
+            f"   {s.events_published} events published, {s.bytes_published:,} B, {s.tracks} tracks,"
+            f" by type {s.events_by_type}"
+        )
         summaries.append(s)
     per_min = 60.0 / video_s
     published = median(s.bytes_published * per_min for s in summaries)
@@ -95,24 +97,48 @@ def run(ctx: Context) -> BenchResult:
     events_per_track = median(s.events_per_track for s in summaries)
     event_bytes = median(s.median_event_bytes for s in summaries)
     crop_events = median(s.events_by_type.get("track_started", 0) for s in summaries)
+
     def less(base: float) -> str:
         return f"{base / published:,.0f}x less" if published else "nothing published"
 
     rows = [
-        Row.make("bytes/min published vs 2 Mbit/s H.264", published, "B/min", baseline=h264,
-                 baseline_label="H.264", target=ratio_at_most(1 / 1000), group=GROUP,
-                 note=f"{less(h264)} than a 2 Mbit/s H.264 stream (target: 1000x less)"),
-        Row.make("bytes/min published vs the source file", published, "B/min", baseline=source,
-                 baseline_label="mp4v file", group=GROUP,
-                 note=f"{less(source)}; {crop_events:.0f} track_started events carry a JPEG crop"),
-        Row.make("bytes/min without crops vs 2 Mbit/s H.264", no_crop, "B/min", baseline=h264,
-                 baseline_label="H.264", group=GROUP,
-                 note="events as received by an MQTT subscriber, those carrying a crop left out"
-                      + (f"; {h264 / no_crop:,.0f}x less" if no_crop else "")),
+        Row.make(
+            "bytes/min published vs 2 Mbit/s H.264",
+            published,
+            "B/min",
+            baseline=h264,
+            baseline_label="H.264",
+            target=ratio_at_most(1 / 1000),
+            group=GROUP,
+            note=f"{less(h264)} than a 2 Mbit/s H.264 stream (target: 1000x less)",
+        ),
+        Row.make(
+            "bytes/min published vs the source file",
+            published,
+            "B/min",
+            baseline=source,
+            baseline_label="mp4v file",
+            group=GROUP,
+            note=f"{less(source)}; {crop_events:.0f} track_started events carry a JPEG crop",
+        ),
+        Row.make(
+            "bytes/min without crops vs 2 Mbit/s H.264",
+            no_crop,
+            "B/min",
+            baseline=h264,
+            baseline_label="H.264",
+            group=GROUP,
+            note="events as received by an MQTT subscriber, those carrying a crop left out"
+            + (f"; {h264 / no_crop:,.0f}x less" if no_crop else ""),
+        ),
         Row.make("events per track", events_per_track, "", group=GROUP),
         Row.make("median event size (no crop)", event_bytes, "B", group=GROUP),
-    ]  # fmt: skip
-    series = {"summaries": [asdict(s) for s in summaries],
-              "mqtt_bytes": [{"total": c.total, "with_crop": c.with_crop, "messages": c.messages} for c in counters], "video_s": video_s, "file_bytes": file_bytes,
-              "h264_bytes_per_min": h264}  # fmt: skip
+    ]
+    series = {
+        "summaries": [asdict(s) for s in summaries],
+        "mqtt_bytes": [{"total": c.total, "with_crop": c.with_crop, "messages": c.messages} for c in counters],
+        "video_s": video_s,
+        "file_bytes": file_bytes,
+        "h264_bytes_per_min": h264,
+    }
     return BenchResult(rows, series)

@@ -114,9 +114,16 @@ def _plans(settings: Settings, count: int, rate: float | None, ts_now: bool, tag
     per = count // FEEDERS
     cams_per = CAMS // FEEDERS
     return [
-        FeedPlan(m.host, m.port, m.topic_prefix, "site-b",
-                 tuple(f"{tag}{f}-cam{c}" for c in range(cams_per)), per,
-                 None if rate is None else rate / FEEDERS, ts_now)  # fmt: skip
+        FeedPlan(
+            m.host,
+            m.port,
+            m.topic_prefix,
+            "site-b",
+            tuple(f"{tag}{f}-cam{c}" for c in range(cams_per)),
+            per,
+            None if rate is None else rate / FEEDERS,
+            ts_now,
+        )
         for f in range(FEEDERS)
     ]
 
@@ -136,8 +143,13 @@ def throughput(settings: Settings, count: int, timeout_s: float) -> dict[str, An
     got, last_ts = landed(settings, tag, want)
     elapsed = (last_ts - t0_wall) / 1000 if last_ts is not None else time.monotonic() - t0
     publish_s = max(r[1] for r in results)
-    return {"events": got, "expected": want, "elapsed_s": elapsed, "events_per_s": got / elapsed if elapsed > 0
-            else float("nan"), "publish_per_s": want / publish_s if publish_s > 0 else float("nan")}  # fmt: skip
+    return {
+        "events": got,
+        "expected": want,
+        "elapsed_s": elapsed,
+        "events_per_s": got / elapsed if elapsed > 0 else float("nan"),
+        "publish_per_s": want / publish_s if publish_s > 0 else float("nan"),
+    }
 
 
 def latency(settings: Settings, rate: float, seconds: float) -> list[float]:
@@ -184,8 +196,10 @@ def _measure(ctx: Context, kind: str, count: int) -> dict[str, Any]:
         for i in range(ctx.repeats):
             ctx.log(f"bridge: {kind}, {count} events as fast as the feeders go, run {i + 1}/{ctx.repeats}")
             r = throughput(settings, count, 120)
-            ctx.log(f"   {r['events']}/{r['expected']} in Kafka, {r['events_per_s']:,.0f} events/s"
-                    f" (feeders published {r['publish_per_s']:,.0f}/s)")  # fmt: skip
+            ctx.log(
+                f"   {r['events']}/{r['expected']} in Kafka, {r['events_per_s']:,.0f} events/s"
+                f" (feeders published {r['publish_per_s']:,.0f}/s)"
+            )
             runs.append(r)
         rate, secs = 100.0, (3.0 if ctx.quick else 10.0)
         ctx.log(f"bridge: {kind}, latency at {rate:.0f} events/s for {secs:.0f} s")
@@ -195,7 +209,7 @@ def _measure(ctx: Context, kind: str, count: int) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> BenchResult:
-    bridge = _measure(ctx, "bridge", 20_000 if ctx.quick else 100_000)
+    bridge = _measure(ctx, "bridge", 10_000 if ctx.quick else 100_000)
     naive = _measure(ctx, "naive", 1_000 if ctx.quick else 3_000)
 
     def eps(d: dict[str, Any]) -> float | None:
@@ -205,15 +219,37 @@ def run(ctx: Context) -> BenchResult:
     feeders = median(r["publish_per_s"] for r in bridge["runs"])
     bl, nl = bridge["latency_ms"], naive["latency_ms"]
     rows = [
-        Row.make("bridge events/s into Kafka", b_eps, "ev/s", baseline=n_eps, baseline_label="naive loop",
-                 target=ratio_at_least(10), group=GROUP,
-                 note=f"{FEEDERS} feeder processes published {feeders or 0:,.0f} events/s (QoS 1)"),
+        Row.make(
+            "bridge events/s into Kafka",
+            b_eps,
+            "ev/s",
+            baseline=n_eps,
+            baseline_label="naive loop",
+            target=ratio_at_least(10),
+            group=GROUP,
+            note=f"{FEEDERS} feeder processes published {feeders or 0:,.0f} events/s (QoS 1)",
+        ),
         Row.make("bridge events/s (absolute)", b_eps, "ev/s", target=at_least(20_000), group=GROUP),
-        Row.make("bridge added latency p50", quantile(bl, 0.5), "ms", baseline=quantile(nl, 0.5),
-                 baseline_label="naive loop", group=GROUP, note="MQTT publish -> Kafka consumer, 100 events/s"),
-        Row.make("bridge added latency p99", quantile(bl, 0.99), "ms", baseline=quantile(nl, 0.99),
-                 baseline_label="naive loop", group=GROUP),
-    ]  # fmt: skip
-    series = {"latency_ms": {"bridge": bl, "naive loop": nl},
-              "runs": {"bridge": bridge["runs"], "naive": naive["runs"]}}  # fmt: skip
+        Row.make(
+            "bridge added latency p50",
+            quantile(bl, 0.5),
+            "ms",
+            baseline=quantile(nl, 0.5),
+            baseline_label="naive loop",
+            group=GROUP,
+            note="MQTT publish -> Kafka consumer, 100 events/s",
+        ),
+        Row.make(
+            "bridge added latency p99",
+            quantile(bl, 0.99),
+            "ms",
+            baseline=quantile(nl, 0.99),
+            baseline_label="naive loop",
+            group=GROUP,
+        ),
+    ]
+    series = {
+        "latency_ms": {"bridge": bl, "naive loop": nl},
+        "runs": {"bridge": bridge["runs"], "naive": naive["runs"]},
+    }
     return BenchResult(rows, series)

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.harness import BenchResult, Context, median, quantile, still_clip
+from benchmarks.harness import BenchResult, Context, cut_clip, median, quantile, still_clip
 from benchmarks.table import Row, at_least, at_most
 from pipeline.edge_stage.capture import Capture
 from pipeline.edge_stage.detectors import Detector, make_detector
@@ -106,11 +106,7 @@ def profile_clip(
             t2 = time.perf_counter()
             st["motion_gate"].append(t2 - t1)
             if moving:
-                dets = [
-                    d
-                    for d in detector.detect(img, roi)
-                    if d.score >= camera.min_score and d.label in labels
-                ]
+                dets = [d for d in detector.detect(img, roi) if d.score >= camera.min_score and d.label in labels]
                 t3 = time.perf_counter()
                 st["detect"].append(t3 - t2)
                 update = tracker.update(dets, ts)
@@ -164,14 +160,14 @@ def matched_pairs(a: list[Detection], b: list[Detection], min_iou: float = 0.5) 
     return n
 
 
-def compare_detectors(
-    clip: Path, frames: int, min_score: float = 0.35
-) -> tuple[dict[str, list[float]], int, int, int]:
+def compare_detectors(clip: Path, frames: int, min_score: float = 0.35) -> tuple[dict[str, list[float]], int, int, int]:
     """ms per frame of each detector (full frame), and persons found by each and matched."""
     import cv2
 
-    dets = {"fp32": make_detector(EdgeSettings(detector="centernet")),
-            "int8": make_detector(EdgeSettings(detector="centernet-int8"))}  # fmt: skip
+    dets = {
+        "fp32": make_detector(EdgeSettings(detector="centernet")),
+        "int8": make_detector(EdgeSettings(detector="centernet-int8")),
+    }
     times: dict[str, list[float]] = {k: [] for k in dets}
     n_fp, n_int, n_match = 0, 0, 0
     cap = cv2.VideoCapture(str(clip))
@@ -251,47 +247,91 @@ def run(ctx: Context) -> BenchResult:
     still_s = 10.0 if ctx.quick else 20.0
     still = still_clip(ctx.work_dir / f"still_{still_s:.0f}s.mp4", still_s)
     runs: dict[str, Profile] = {}
+    max_frames = 50 if ctx.quick else None  # quick: the first 10 s of each clip at 5 fps
     for label, clip in (("clip", SAMPLE_CLIP), ("still", still)):
         for gate in (True, False):
             ctx.log(f"edge cost: {clip.name}, motion gate {'on' if gate else 'off'}, {ctx.repeats} run(s)")
-            runs[f"{label}_{'on' if gate else 'off'}"] = _best(_profiles(ctx, clip, gate, None))
+            runs[f"{label}_{'on' if gate else 'off'}"] = _best(_profiles(ctx, clip, gate, max_frames))
     for k, p in runs.items():
-        ctx.log(f"   {k}: {p.sampled} frames, {p.gated} gated, {p.fps_per_core or 0:.1f} frames/s/core,"
-                f" {p.wall_s:.1f} s wall")  # fmt: skip
+        ctx.log(
+            f"   {k}: {p.sampled} frames, {p.gated} gated, {p.fps_per_core or 0:.1f} frames/s/core,"
+            f" {p.wall_s:.1f} s wall"
+        )
 
     ctx.log("edge cost: int8 vs fp32 detector")
-    frames = 30 if ctx.quick else 100
+    frames = 15 if ctx.quick else 100
     times, n_fp, n_int, n_match = compare_detectors(SAMPLE_CLIP, frames)
     ctx.log("edge cost: peak RSS of `pipeline edge` on the clip (child process)")
-    rss = median(edge_peak_rss_mb(ctx, SAMPLE_CLIP) for _ in range(1 if ctx.quick else 2))
+    rss_clip = cut_clip(ctx.work_dir / "clip_10s.mp4", 10.0) if ctx.quick else SAMPLE_CLIP
+    rss = median(edge_peak_rss_mb(ctx, rss_clip) for _ in range(1 if ctx.quick else 2))
 
     rows: list[Row] = []
     for label, what in (("clip", "sample clip"), ("still", "still scene")):
         on, off = runs[f"{label}_on"], runs[f"{label}_off"]
-        rows.append(Row.make(f"frames/s per core, {what}, gate on", on.fps_per_core, "fps",
-                             baseline=off.fps_per_core, baseline_label="gate off", group=GROUP,
-                             note=f"{on.gated}/{on.sampled} sampled frames gated off"))  # fmt: skip
+        rows.append(
+            Row.make(
+                f"frames/s per core, {what}, gate on",
+                on.fps_per_core,
+                "fps",
+                baseline=off.fps_per_core,
+                baseline_label="gate off",
+                group=GROUP,
+                note=f"{on.gated}/{on.sampled} sampled frames gated off",
+            )
+        )
     clip_on = runs["clip_on"]
     cams = None if clip_on.fps_per_core is None else clip_on.fps_per_core / DETECT_FPS
-    rows.append(Row.make("cameras per core at 5 fps (sample clip, gate on)", cams, "cams",
-                         target=at_least(4), group=GROUP,
-                         note="frames/s per core / 5; measured live in the scale benchmark"))  # fmt: skip
+    rows.append(
+        Row.make(
+            "cameras per core at 5 fps (sample clip, gate on)",
+            cams,
+            "cams",
+            target=at_least(4),
+            group=GROUP,
+            note="frames/s per core / 5; measured live in the scale benchmark",
+        )
+    )
     gated_ms = [1000 * s for s in runs["still_on"].gated_frame_s]
-    rows.append(Row.make("gated-off frame cost p50 (still scene)", quantile(gated_ms, 0.5), "ms",
-                         target=at_most(2.0), group=GROUP,
-                         note=f"gate + tracker predict + events, decode excluded; p95 {quantile(gated_ms, 0.95) or 0:.2f}"
-                              f" ms over {len(gated_ms)} frames"))  # fmt: skip
+    rows.append(
+        Row.make(
+            "gated-off frame cost p50 (still scene)",
+            quantile(gated_ms, 0.5),
+            "ms",
+            target=at_most(2.0),
+            group=GROUP,
+            note=f"gate + tracker predict + events, decode excluded; p95 {quantile(gated_ms, 0.95) or 0:.2f}"
+            f" ms over {len(gated_ms)} frames",
+        )
+    )
     for stage, v in clip_on.stage_ms_mean().items():
         off_v = runs["clip_off"].stage_ms_mean()[stage]
-        rows.append(Row.make(f"stage {stage}, ms/frame (sample clip, gate on)", v, "ms",
-                             baseline=off_v, baseline_label="gate off", group=GROUP))  # fmt: skip
+        rows.append(
+            Row.make(
+                f"stage {stage}, ms/frame (sample clip, gate on)",
+                v,
+                "ms",
+                baseline=off_v,
+                baseline_label="gate off",
+                group=GROUP,
+            )
+        )
     rows.append(Row.make("edge peak RSS (`pipeline edge`, 1 camera)", rss, "MB", group=GROUP))
     fp_ms, int_ms = quantile([1000 * t for t in times["fp32"]], 0.5), quantile([1000 * t for t in times["int8"]], 0.5)
-    rows.append(Row.make("int8 detector ms/frame p50 (full frame)", int_ms, "ms",
-                         baseline=fp_ms, baseline_label="fp32", group=GROUP))  # fmt: skip
+    rows.append(
+        Row.make(
+            "int8 detector ms/frame p50 (full frame)", int_ms, "ms", baseline=fp_ms, baseline_label="fp32", group=GROUP
+        )
+    )
     agreement = 2 * n_match / (n_fp + n_int) if n_fp + n_int else None
-    rows.append(Row.make("int8 vs fp32 person agreement (F1, IoU>=0.5)", agreement, "", group=GROUP,
-                         note=f"{n_match} matched of {n_fp} fp32 / {n_int} int8 persons on {len(times['fp32'])} frames"))  # fmt: skip
+    rows.append(
+        Row.make(
+            "int8 vs fp32 person agreement (F1, IoU>=0.5)",
+            agreement,
+            "",
+            group=GROUP,
+            note=f"{n_match} matched of {n_fp} fp32 / {n_int} int8 persons on {len(times['fp32'])} frames",
+        )
+    )
     series = {
         "stage_ms": {k: p.stage_ms_mean() for k, p in runs.items()},
         "fps_per_core": {k: p.fps_per_core for k, p in runs.items()},
@@ -299,4 +339,3 @@ def run(ctx: Context) -> BenchResult:
         "detector_ms": {k: [1000 * t for t in v] for k, v in times.items()},
     }
     return BenchResult(rows, series)
-

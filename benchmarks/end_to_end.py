@@ -30,7 +30,7 @@ CLOUD_READY = r"cloud (stage|worker) ready"
 TARGET_MS = {"never": 250.0, "track_started": 500.0}
 
 
-def run_once(ctx: Context, escalation: str, clip: Path) -> tuple[list[float], dict[str, float]]:
+def run_once(ctx: Context, escalation: str, clip: Path) -> tuple[list[float], dict[str, int]]:
     camera = {"id": "cam-1", "source": str(clip), "realtime": True, "loop": False}
     settings = ctx.fresh_settings(
         f"e{escalation[:2]}", edge={"cameras": [camera], "final_ack_wait_s": 10.0}, cloud={"escalation": escalation}
@@ -44,12 +44,16 @@ def run_once(ctx: Context, escalation: str, clip: Path) -> tuple[list[float], di
     with bridge, cloud, AlertSubscriber(settings, f"{settings.mqtt.topic_prefix}-alerts") as subscriber:
         ctx.log(f"end to end ({escalation}): edge on {clip.name}, realtime")
         summary = run_edge(settings, threading.Event())
-        subscriber.wait_quiet(quiet_s=4.0, timeout_s=60.0)
+        subscriber.wait_quiet(quiet_s=3.0, timeout_s=60.0)
     lat = [float(x) for x in subscriber.stats.latencies_ms()]
-    info = {"alerts": len(lat), "duplicates": subscriber.stats.duplicates, "tracks": summary.tracks,
-            "events": summary.events_published, "frames_dropped": summary.frames_dropped}  # fmt: skip
-    ctx.log(f"   {len(lat)} alerts, p50 {quantile(lat, 0.5) or 0:.0f} ms p95 {quantile(lat, 0.95) or 0:.0f} ms;"
-            f" {info}")  # fmt: skip
+    info = {
+        "alerts": len(lat),
+        "duplicates": subscriber.stats.duplicates,
+        "tracks": summary.tracks,
+        "events": summary.events_published,
+        "frames_dropped": summary.frames_dropped,
+    }
+    ctx.log(f"   {len(lat)} alerts, p50 {quantile(lat, 0.5) or 0:.0f} ms p95 {quantile(lat, 0.95) or 0:.0f} ms; {info}")
     return lat, info
 
 
@@ -67,8 +71,16 @@ def run(ctx: Context) -> BenchResult:
         label = "no heavy model" if escalation == "never" else "heavy model on track start"
         n = len(lat)
         note = f"{n} alerts over {len(infos)} run(s) of {clip.name}"
-        rows.append(Row.make(f"capture->alert p95, {label}", quantile(lat, 0.95), "ms",
-                             target=at_most(TARGET_MS[escalation]), group=GROUP, note=note))  # fmt: skip
+        rows.append(
+            Row.make(
+                f"capture->alert p95, {label}",
+                quantile(lat, 0.95),
+                "ms",
+                target=at_most(TARGET_MS[escalation]),
+                group=GROUP,
+                note=note,
+            )
+        )
         rows.append(Row.make(f"capture->alert p50, {label}", quantile(lat, 0.5), "ms", group=GROUP))
         rows.append(Row.make(f"capture->alert p99, {label}", quantile(lat, 0.99), "ms", group=GROUP))
         series["latency_ms"][f"escalation={escalation}"] = lat  # type: ignore[index]

@@ -16,6 +16,7 @@ from multiprocessing.synchronize import Event as MpEvent
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from pipeline.operators.schema import Event, encode_event
 from pipeline.topics import Kind, Topics
@@ -35,16 +36,30 @@ class FeedPlan:
 
 def make_event(site: str, cam: str, seq: int, ts: int) -> bytes:
     return encode_event(
-        Event(id=uuid.uuid4().hex, site=site, cam=cam, ts=ts, seq=seq, type="track_updated", track=seq // 50 + 1,
-              label="person", score=0.8, box=(0.1, 0.2, 0.3, 0.6), det="bench@1")  # fmt: skip
+        Event(
+            id=uuid.uuid4().hex,
+            site=site,
+            cam=cam,
+            ts=ts,
+            seq=seq,
+            type="track_updated",
+            track=seq // 50 + 1,
+            label="person",
+            score=0.8,
+            box=(0.1, 0.2, 0.3, 0.6),
+            det="bench@1",
+        )
     )
 
 
 def feed(plan: FeedPlan, go: MpEvent, out: Any) -> None:
     """Connect, wait for ``go``, publish ``plan.count`` events, wait for every PUBACK, report."""
     topics = Topics(plan.prefix)
-    client = mqtt.Client(callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-                         client_id=f"feeder-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5)  # fmt: skip
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"feeder-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5,
+    )
     client.max_queued_messages_set(0)
     client.max_inflight_messages_set(1000)
     acked = 0
@@ -64,8 +79,10 @@ def feed(plan: FeedPlan, go: MpEvent, out: Any) -> None:
     ts0 = int(time.time() * 1000)
     pre = None
     if not plan.ts_now:  # pre-generate: the timed part is publishing only
-        pre = [make_event(plan.site, plan.cams[i % len(plan.cams)], i // len(plan.cams) + 1, ts0)
-               for i in range(plan.count)]  # fmt: skip
+        pre = [
+            make_event(plan.site, plan.cams[i % len(plan.cams)], i // len(plan.cams) + 1, ts0)
+            for i in range(plan.count)
+        ]
     out.put(("ready", 0.0))
     go.wait()
     t0 = time.monotonic()
@@ -75,8 +92,9 @@ def feed(plan: FeedPlan, go: MpEvent, out: Any) -> None:
             delay = t0 + i / plan.rate_per_s - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-        payload = pre[i] if pre is not None else make_event(plan.site, cam, i // len(plan.cams) + 1,
-                                                            int(time.time() * 1000))  # fmt: skip
+        payload = (
+            pre[i] if pre is not None else make_event(plan.site, cam, i // len(plan.cams) + 1, int(time.time() * 1000))
+        )
         client.publish(topics.camera(plan.site, cam, Kind.EVENTS), payload, qos=1)
     sent = time.monotonic()
     done.wait(300)

@@ -74,8 +74,9 @@ class Context:
         data = base.model_dump()
         wired: dict[str, dict[str, Any]] = {
             "mqtt": {"topic_prefix": prefix},
-            "kafka": {f"{k}_topic": f"{prefix}.{k.replace('_', '')}" for k in ("events", "alerts", "config",
-                                                                                "dead_letter")},  # fmt: skip
+            "kafka": {
+                f"{k}_topic": f"{prefix}.{k.replace('_', '')}" for k in ("events", "alerts", "config", "dead_letter")
+            },
             "edge": {"node_id": f"{prefix}-node", "outbox_path": run / "outbox.sqlite", "final_ack_wait_s": 5.0},
             "bridge": {"client_id": f"{prefix}-bridge", "shared_group": f"{prefix}-bridges"},
             "cloud": {"app_id": f"{prefix}-cloud", "data_dir": run / "faust", "web_port": free_port(LOOPBACK)},
@@ -135,7 +136,7 @@ def clip_info(path: Path = SAMPLE_CLIP) -> tuple[float, int, int, int]:
 
 def _writer(path: Path, fps: float, w: int, h: int) -> cv2.VideoWriter:
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path}")
     return writer

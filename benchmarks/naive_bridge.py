@@ -30,8 +30,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", required=True)
     args = p.parse_args(argv)
     settings = load_settings(args.config)
-    producer = KafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=0,
-                             max_in_flight_requests_per_connection=1)  # fmt: skip
+    producer = KafkaProducer(
+        **settings.kafka.client_kwargs(), acks="all", linger_ms=0, max_in_flight_requests_per_connection=1
+    )
     topic = settings.kafka.events_topic
     stop = threading.Event()
     subscribed = threading.Event()

@@ -180,7 +180,9 @@ def render_markdown(rows: Sequence[Row], machine: Mapping[str, Any] | None = Non
     return "\n".join(lines) + "\n"
 
 
-def to_json(rows: Iterable[Row], machine: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None) -> str:
+def to_json(
+    rows: Iterable[Row], machine: Mapping[str, Any] | None = None, extra: Mapping[str, Any] | None = None
+) -> str:
     doc: dict[str, Any] = {"v": 1, "machine": dict(machine or {}), "rows": [asdict(r) for r in rows]}
     if extra:
         doc.update(extra)
@@ -209,8 +211,13 @@ class MachineInfo:
     extra: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        d = {"cpu": self.cpu_model, "cores": self.cores, "date": self.date, "python": self.python,
-             "platform": self.platform}  # fmt: skip
+        d = {
+            "cpu": self.cpu_model,
+            "cores": self.cores,
+            "date": self.date,
+            "python": self.python,
+            "platform": self.platform,
+        }
         d.update(self.extra)
         return d
 

@@ -25,7 +25,7 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 # What each command logs once it serves (see their modules).
-BRIDGE_READY = r"bridge \S+: MQTT .* -> Kafka"
+BRIDGE_READY = r"bridge \S+ ready"
 CLOUD_READY = r"cloud stage ready"
 
 
@@ -107,7 +107,7 @@ def run_demo(
             def progress(p: Any) -> None:
                 if time.monotonic() - last[0] >= 1.0:
                     last[0] = time.monotonic()
-                    print_fn(f"   {p.line()}")
+                    print_fn(f"   {p.line()} alerts={len(subscriber.stats.unique)}")
 
             summary = run_edge(s, stop, progress=progress, annotate=annotate)
             print_fn(">> edge finished; waiting for the last alerts")

@@ -123,6 +123,7 @@ class Downlink:
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
                     reconnect_backoff_max_ms=2000,
+                    allow_auto_create_topics=False,
                 )
                 consumer.subscribe([k.alerts_topic, k.config_topic], listener=_Rebalance(self.assigned))
             except (KafkaError, OSError) as exc:

@@ -44,6 +44,9 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         "delivery_timeout_ms": 30_000,
         "max_block_ms": 5_000,
         "reconnect_backoff_max_ms": 2_000,
+        # Topics are created with our partition count by `pipeline stack` / deployment, never
+        # implicitly by a produce (a broker default would move keys to other partitions).
+        "allow_auto_create_topics": False,
     }
 
 
@@ -127,7 +130,12 @@ def run_bridge(settings: Settings, stop: threading.Event, registry: Registry | N
              settings.mqtt.port, settings.kafka.bootstrap_servers, settings.kafka.events_topic)  # fmt: skip
     try:
         last_report = time.monotonic()
-        while not stop.wait(1.0):
+        ready = False
+        while not stop.wait(0.2):
+            if not ready and bridge.wait_ready(0):
+                ready = True
+                log.info("bridge %s ready (subscribed %s, downlink assigned)", settings.bridge.client_id,
+                         bridge.uplink.subscription)  # fmt: skip
             if time.monotonic() - last_report >= 30:
                 last_report = time.monotonic()
                 log.info("bridge: %s inflight=%d", _summary(bridge.metrics), bridge.uplink.inflight)

@@ -129,7 +129,7 @@ class Uplink:
     def healthy(self) -> bool:
         with self._lock:
             failing = self._failing_since is not None and time.monotonic() - self._failing_since > 30
-            return self._connected and self._worker.is_alive() and not failing
+            return self.subscribed.is_set() and self._worker.is_alive() and not failing
 
     @property
     def inflight(self) -> int:

@@ -139,8 +139,12 @@ class CloudProcessor:
         jobs = {i: self.verifier.verify(ev) for i, (_, ev) in enumerate(accepted) if escalate[i]}
         if jobs:
             m.inc("cloud_events_escalated_total", len(jobs), help="Events sent to the heavy model.")
-            results = await asyncio.gather(*jobs.values())
-            verdicts = dict(zip(jobs, results, strict=True))
+            results = await asyncio.gather(*jobs.values(), return_exceptions=True)
+            for i, res in zip(jobs, results, strict=True):
+                if isinstance(res, BaseException):  # a bug, not an outage: keep the stream going
+                    log.error("verification of %s failed: %r", accepted[i][1].id, res)
+                    res = Verdict(None, accepted[i][1].score, "unverified", detail="verification error")
+                verdicts[i] = res
         for i, (fe, ev) in enumerate(accepted):
             with event_context(fe):
                 try:

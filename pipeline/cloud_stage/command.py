@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from typing import Any
 
@@ -80,6 +81,7 @@ def register(subparsers: Any) -> None:
 
 
 def _run_cloud(args: argparse.Namespace, settings: Settings) -> int:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ start-up chatter
     from pipeline.cloud_stage.app import run_worker  # Faust and TensorFlow load only when needed
 
     return run_worker(settings, loglevel=str(getattr(args, "log_level", "info")).lower())

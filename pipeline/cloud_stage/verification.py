@@ -26,7 +26,7 @@ import numpy.typing as npt
 from pipeline.cloud_stage.circuit_breaker import CircuitBreaker
 from pipeline.cloud_stage.inference_client import InferenceClient, ModelInfo
 from pipeline.cloud_stage.micro_batcher import MicroBatcher
-from pipeline.errors import InferenceUnavailable
+from pipeline.errors import InferenceUnavailable, ModelError
 from pipeline.metrics import Registry
 from pipeline.operators.coco import label_of
 from pipeline.operators.schema import Event, Verification
@@ -170,6 +170,12 @@ class Verifier:
             try:
                 detections = await self._infer(lb.image)
                 break
+            except ModelError as exc:  # the server answers with the wrong model: no second opinion
+                log.error("heavy model unusable: %s", exc)  # noqa: TRY400 (expected, no traceback)
+                self.breaker.record_failure()
+                self.info = None  # re-check the metadata on the next call
+                self.metrics.inc("cloud_verifications_total", verification="unverified", reason="model_error")
+                return Verdict(None, event.score, "unverified", detail=f"model error: {exc}"[:120])
             except InferenceUnavailable as exc:
                 if self.cloud.on_model_unavailable == "unverified":
                     self.metrics.inc(

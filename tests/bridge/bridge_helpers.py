@@ -71,7 +71,7 @@ class MqttPeer:
 
     client: mqtt.Client
     messages: list[mqtt.MQTTMessage] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
 
     def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> None:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
@@ -135,7 +135,8 @@ def read_topic(
     """Every record of ``topic`` from the beginning, once at least ``min_count`` are there."""
     consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False, group_id=None)
     try:
-        parts = [TopicPartition(topic, p) for p in range(settings.kafka.partitions)]
+        ids = consumer.partitions_for_topic(topic) or set(range(settings.kafka.partitions))
+        parts = [TopicPartition(topic, p) for p in sorted(ids)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
         out: list[ConsumerRecord] = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 
 import cv2
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from pipeline.cloud_stage.alerting import IncidentLedger, incident_alert_id
 from pipeline.cloud_stage.circuit_breaker import CircuitBreaker
 from pipeline.cloud_stage.command import config_record, parse_pairs
+from pipeline.cloud_stage.consume import SeenIndex, dead_letter_record, decode
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.verification import (
@@ -23,7 +25,8 @@ from pipeline.cloud_stage.verification import (
     letterbox,
 )
 from pipeline.errors import ConfigError
-from pipeline.operators.schema import Event
+from pipeline.metrics import Registry
+from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import CloudSettings, RuleSettings
 
 pytestmark = pytest.mark.unit
@@ -220,3 +223,30 @@ def test_config_set_validates_keys_and_values() -> None:
         parse_pairs(["min_score=7"])
     rec = config_record("site-a", "cam-1", {"min_score": 0.4}, rev=5)
     assert rec == b'{"v":1,"site":"site-a","cam":"cam-1","rev":5,"config":{"min_score":0.4}}'
+
+
+# --------------------------------------------------------------------------- consume
+
+
+def test_seen_index_is_windowed_and_bounded() -> None:
+    table: dict[str, int] = {}
+    seen = SeenIndex(table, window_s=10, max_per_camera=5, metrics=Registry())
+    evs = [event(id=f"x{i}") for i in range(8)]
+    for i, ev in enumerate(evs):
+        assert not seen.seen(ev)
+        seen.add(ev, now_ms=1000 * i)
+        assert seen.seen(ev)
+    assert len(table) == 5 and not seen.seen(evs[0]) and seen.seen(evs[7])  # size bound
+    seen.add(event(id="late"), now_ms=15_500)  # ids older than 10 s forgotten
+    assert set(table) == {"cam-1|x6", "cam-1|x7", "cam-1|late"}
+    fresh = SeenIndex(table, window_s=10, max_per_camera=5, metrics=Registry())  # after a restart
+    fresh.add(event(id="later"), now_ms=17_500)
+    assert set(table) == {"cam-1|late", "cam-1|later"}
+
+
+def test_poison_records_become_dead_letters() -> None:
+    rejected = decode(b"\xff\xfe")
+    assert isinstance(rejected, Rejected) and rejected.reason == "not_utf8"
+    rec = json.loads(dead_letter_record(rejected, "t.events", b"\xff\xfe", now_ms=5))
+    assert rec == {"v": 1, "reason": "not_utf8", "detail": rejected.detail, "source": "kafka",
+                   "topic": "t.events", "ts": 5, "payload_b64": "//4="}  # fmt: skip

@@ -4,9 +4,11 @@ the real model server: events in, alerts out."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from cloud_stage_helpers import AlertReader, CloudWorker, Crops, produce, read_t
 
 from pipeline.cloud_stage.alerting import incident_alert_id
 from pipeline.local_stack.model_server import ModelServerProcess
+from pipeline.local_stack.ports import free_port
 from pipeline.operators.schema import Event
 from pipeline.settings import REPO_ROOT
 
@@ -83,7 +86,9 @@ def test_model_server_outage_marks_unverified_and_recovers(
     make_settings: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
 ) -> None:
     with ModelServerProcess(tmp_path / "ms", REPO_ROOT / "models") as ms:
-        s = worker_settings(make_settings, rules=[RULE], escalation="track_started")
+        web_port = free_port()
+        s = worker_settings(make_settings, rules=[RULE], escalation="track_started", web_enabled=True,
+                            web_port=web_port)  # fmt: skip
         s = s.model_copy(update={"model_server": s.model_server.model_copy(update={"address": ms.address})})
         worker = CloudWorker(s, tmp_path / "cloud")
         cloud_worker.append(worker)
@@ -111,6 +116,13 @@ def test_model_server_outage_marks_unverified_and_recovers(
             time.sleep(1.0)
         assert verified_again is not None, worker.log_tail(60)
         reader.close()
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as resp:
+            metrics = resp.read().decode()
+        opened = re.search(r"^pipeline_cloud_breaker_opened_total (\d+)", metrics, re.M)
+        assert opened and int(opened.group(1)) >= 1, metrics
+        assert re.search(r"^pipeline_cloud_breaker_state 0", metrics, re.M)  # closed again
+        assert 'reason="model_unavailable",verification="unverified"' in metrics
+        assert "pipeline_cloud_predict_batches_total" in metrics
         assert worker.stop() == 0  # SIGTERM: clean exit
 
 
