@@ -34,8 +34,8 @@ from pipeline.operators.schema import Rejected, decode_event
 from pipeline.settings import Settings
 
 GROUP = "bridge"
-# what `pipeline bridge` logs once it serves (pipeline/bridge/service.py); either wording
-BRIDGE_READY = r"bridge ready|bridge \S+: MQTT \S+ -> Kafka"
+# what `pipeline bridge` logs once subscribed and assigned (pipeline/bridge/service.py)
+BRIDGE_READY = r"bridge \S+ ready"
 CAMS = 8
 FEEDERS = 2
 

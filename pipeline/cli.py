@@ -25,6 +25,8 @@ COMMAND_MODULES = (
     "pipeline.model_server.command",  # model-server
     "pipeline.local_stack.command",  # stack up/down/status
     "pipeline.alerts_command",  # alerts (subscribe and print)
+    "pipeline.model_registry.command",  # models add/list/serve/publish
+    "pipeline.hard_examples.command",  # report hard-examples / coco
 )
 
 EPILOG = """\

@@ -109,6 +109,22 @@ class ModelServerSettings(Section):
 # --------------------------------------------------------------------------- edge
 
 
+class ModelRef(Section):
+    """A model version the cloud's registry offers this camera (``pipeline models publish``)."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Model name in the registry.")
+    version: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Model version in the registry.")
+    sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the file; checked before loading.")
+    size: int = Field(..., ge=1, description="File size in bytes (the download stops beyond it).")
+    url: str = Field(..., pattern=r"^https?://", description="Where the edge downloads the file (HTTP, Range resume).")
+    labels: str = Field("coco80", description="Label set of the model's class ids (only coco80 is known).")
+    min_edge_version: str = Field("0", description="Oldest edge software version that can run it.")
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
 class CameraSettings(Section):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Camera id, unique in the site.")
     source: str = Field(..., description="Video file path, V4L2 device index ('0') or rtsp/http URL.")
@@ -137,6 +153,11 @@ class CameraSettings(Section):
     reopen_attempts: int | None = Field(
         None, ge=1, description="Consecutive failed opens before the camera is 'failed'; None = retry forever."
     )
+    model: ModelRef | None = Field(
+        None,
+        description="Detector model from the cloud's registry (downloaded, verified, smoke-tested, then"
+        " swapped in live); None = the packaged model named by edge.detector.",
+    )
 
 
 class EdgeSettings(Section):
@@ -163,6 +184,23 @@ class EdgeSettings(Section):
     )
     status_interval_s: float = Field(
         10.0, gt=0, description="Republish each camera's retained status (with metrics) this often."
+    )
+    model_dir: Path = Field(
+        DEFAULT_RUN_DIR / "edge-models",
+        description="Where downloaded models are kept (the active and the previous versions per camera).",
+    )
+    model_max_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest model file the edge downloads; bigger ones are refused."
+    )
+    model_download_timeout_s: float = Field(30.0, gt=0, description="Socket timeout of one model download request.")
+    model_download_attempts: int = Field(
+        5, ge=1, description="Download attempts (each resumes with an HTTP Range request) before giving up."
+    )
+    model_max_failures: int = Field(
+        3, ge=1, description="Consecutive inference errors of a downloaded model before the previous one is restored."
+    )
+    model_keep_versions: int = Field(
+        3, ge=2, description="Downloaded model files kept on disk per node (newest first; the active ones always)."
     )
 
 
@@ -249,6 +287,43 @@ class CloudSettings(Section):
     data_dir: Path = Field(DEFAULT_RUN_DIR / "faust", description="Faust table storage.")
 
 
+# --------------------------------------------------------------------------- learning loop
+
+
+class RegistrySettings(Section):
+    dir: Path = Field(DEFAULT_RUN_DIR / "model-registry", description="Model registry directory (cloud side).")
+    host: str = Field("127.0.0.1", description="Address `pipeline models serve` binds.")
+    port: int = Field(8765, ge=1, le=65535, description="Port of `pipeline models serve`.")
+    base_url: str | None = Field(
+        None,
+        description="URL the edges download from (put in the model reference); default http://<host>:<port>.",
+    )
+
+    def url(self) -> str:
+        return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class HardExampleSettings(Section):
+    enabled: bool = Field(False, description="Record disagreements between the edge and the heavy model.")
+    dataset_dir: Path = Field(DEFAULT_RUN_DIR / "hard-examples", description="Dataset directory (images/, labels/).")
+    agreement_rate: float = Field(
+        0.05, ge=0, le=1, description="Share of agreements also recorded (deterministic by event id)."
+    )
+    other_label_min_score: float = Field(
+        0.4, ge=0, le=1, description="A cloud detection of another label in the crop's centre counts as missed."
+    )
+    max_per_camera_day: int = Field(500, ge=1, description="Examples kept per camera and day; more are dropped.")
+    max_bytes_per_camera_day: int = Field(
+        50 * 1024 * 1024, ge=1024, description="Image bytes kept per camera and day; more are dropped."
+    )
+    blur: Literal["none", "person_head"] = Field(
+        "person_head",
+        description="Privacy blur of stored crops: 'person_head' = Gaussian blur of the upper third of every"
+        " person box (the cloud's detections and the edge's box); the edge's MediaPipe face blur needs"
+        " mediapipe, which the cloud image does not carry.",
+    )
+
+
 # --------------------------------------------------------------------------- local stack
 
 
@@ -268,6 +343,8 @@ class Settings(BaseSettings):
     edge: EdgeSettings = EdgeSettings()
     bridge: BridgeSettings = BridgeSettings()
     cloud: CloudSettings = CloudSettings()
+    registry: RegistrySettings = RegistrySettings()
+    hard_examples: HardExampleSettings = HardExampleSettings()
     local: LocalStackSettings = LocalStackSettings()
 
     @classmethod

@@ -16,6 +16,11 @@ Session brokers are shared by every test: never kill them.
 
 from __future__ import annotations
 
+import os
+
+# TensorFlow (model server children, model tests) logs CUDA probing noise on a CPU machine.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack

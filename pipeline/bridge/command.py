@@ -37,21 +37,30 @@ def register(subparsers: Any) -> None:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_override(parser, "--client-id", path="bridge.client_id", help="MQTT client id, unique per bridge.")
+    add_override(
+        parser, "--client-id", path="bridge.client_id", metavar="ID", help="MQTT client id, unique per bridge."
+    )
     add_override(
         parser,
         "--shared-group",
         path="bridge.shared_group",
+        metavar="GROUP",
         help="MQTT 5 shared subscription group ('' subscribes directly).",
         type=lambda s: s or None,
     )
-    add_override(parser, "--health-port", path="bridge.health_port", type=int,
+    add_override(parser, "--health-port", path="bridge.health_port", metavar="PORT", type=int,
                  help="Serve /healthz and /metrics on 127.0.0.1:PORT.")  # fmt: skip
-    add_override(parser, "--max-inflight", path="bridge.max_inflight", type=int,
+    add_override(parser, "--max-inflight", path="bridge.max_inflight", metavar="N", type=int,
                  help="MQTT messages taken but not yet acknowledged by Kafka.")  # fmt: skip
-    add_override(parser, "--mqtt-host", path="mqtt.host", help="MQTT broker host.")
-    add_override(parser, "--mqtt-port", path="mqtt.port", type=int, help="MQTT broker port.")
-    add_override(parser, "--bootstrap-servers", path="kafka.bootstrap_servers", help="Kafka bootstrap servers.")
+    add_override(parser, "--mqtt-host", path="mqtt.host", metavar="HOST", help="MQTT broker host.")
+    add_override(parser, "--mqtt-port", path="mqtt.port", metavar="PORT", type=int, help="MQTT broker port.")
+    add_override(
+        parser,
+        "--bootstrap-servers",
+        path="kafka.bootstrap_servers",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers.",
+    )
     parser.set_defaults(func=run)
 
 

@@ -30,6 +30,7 @@ from pipeline.cloud_stage.inference_client import InferenceClient
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.verification import Verdict, Verifier, fuse
 from pipeline.errors import InferenceUnavailable
+from pipeline.hard_examples.recorder import HardExampleRecorder
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected, encode_alert
 from pipeline.settings import Settings
@@ -110,6 +111,8 @@ class CloudProcessor:
         self.rules = RulesEngine(list(c.rules))
         self.ledger = IncidentLedger(self.incidents)
         self.verifier = Verifier(settings, metrics)
+        he = settings.hard_examples
+        self.hard_examples = HardExampleRecorder(he, metrics) if he.enabled else None
 
     async def handle(self, events: list[EventT[Any]]) -> None:
         m = self.metrics
@@ -145,6 +148,12 @@ class CloudProcessor:
                     log.error("verification of %s failed: %r", accepted[i][1].id, res)
                     res = Verdict(None, accepted[i][1].score, "unverified", detail="verification error")
                 verdicts[i] = res
+        if self.hard_examples is not None:
+            for i, verdict in verdicts.items():
+                try:
+                    self.hard_examples.consider(accepted[i][1], verdict)
+                except Exception:  # learning data must never stop alerting
+                    log.exception("hard example of %s failed", accepted[i][1].id)
         for i, (fe, ev) in enumerate(accepted):
             with event_context(fe):
                 try:

@@ -127,10 +127,29 @@ def config_record(site: str, cam: str, config: dict[str, Any], rev: int | None =
     return json.dumps(record, separators=(",", ":")).encode()
 
 
-def _run_config_set(args: argparse.Namespace, settings: Settings) -> int:
+def produce_configs(settings: Settings, records: list[tuple[str, bytes]]) -> list[str]:
+    """Produce config records ``(camera, value)`` to ``kafka.config_topic`` (acks=all); one line each."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
+    k = settings.kafka
+    try:
+        producer = KafkaProducer(**k.client_kwargs(), acks="all", retries=3)
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"Kafka {k.bootstrap_servers}: {exc}") from exc
+    lines = []
+    try:
+        for cam, value in records:
+            meta = producer.send(k.config_topic, key=cam.encode(), value=value).get(timeout=15)
+            lines.append(f"{k.config_topic}[{meta.partition}]@{meta.offset} {value.decode()}")
+    except KafkaError as exc:
+        raise BrokerUnavailable(f"could not produce to {k.config_topic}: {exc}") from exc
+    finally:
+        producer.close(timeout=5)
+    return lines
+
+
+def _run_config_set(args: argparse.Namespace, settings: Settings) -> int:
     try:  # id patterns: the same as the edge's settings
         CameraSettings.model_validate({"id": args.camera, "source": "validate"})
         EdgeSettings.model_validate({"site": args.site})
@@ -138,16 +157,6 @@ def _run_config_set(args: argparse.Namespace, settings: Settings) -> int:
         raise ConfigError(f"bad --site/--camera: {exc}") from exc
     config = parse_pairs(args.pairs)
     value = config_record(args.site, args.camera, config)
-    k = settings.kafka
-    try:
-        producer = KafkaProducer(**k.client_kwargs(), acks="all", retries=3)
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"Kafka {k.bootstrap_servers}: {exc}") from exc
-    try:
-        meta = producer.send(k.config_topic, key=args.camera.encode(), value=value).get(timeout=15)
-    except KafkaError as exc:
-        raise BrokerUnavailable(f"could not produce to {k.config_topic}: {exc}") from exc
-    finally:
-        producer.close(timeout=5)
-    print(f"{k.config_topic}[{meta.partition}]@{meta.offset} {value.decode()}")
+    for line in produce_configs(settings, [(args.camera, value)]):
+        print(line)
     return 0

@@ -16,7 +16,7 @@ import asyncio
 import base64
 import binascii
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final
 
 import cv2
@@ -50,12 +50,24 @@ class Letterboxed:
 
 
 @dataclass(frozen=True, slots=True)
+class CropDetection:
+    """One heavy-model detection on a crop, box normalised to the crop (x1, y1, x2, y2)."""
+
+    label: str
+    score: float
+    box: tuple[float, float, float, float]
+    central: bool  # overlaps the crop's central region (the object the edge cropped around)
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     cloud_score: float | None
     fused_score: float
     verification: Verification
     model: str | None = None
     detail: str = ""
+    detections: tuple[CropDetection, ...] = ()  # what the heavy model saw (hard examples)
+    crop_size: tuple[int, int] | None = None  # (width, height) of the decoded crop
 
 
 def decode_crop(crop_b64: str) -> npt.NDArray[np.uint8] | None:
@@ -108,6 +120,27 @@ def cloud_score(detections: FloatArray, label: str, region: tuple[float, float, 
         if min(x2, rx2) > max(x1, rx1) and min(y2, ry2) > max(y1, ry1):
             best = float(score)
     return best
+
+
+def crop_detections(
+    detections: FloatArray, lb: Letterboxed, region: tuple[float, float, float, float], min_score: float = 0.1
+) -> tuple[CropDetection, ...]:
+    """The model's detections above ``min_score`` mapped back to crop-normalised boxes."""
+    rx1, ry1, rx2, ry2 = region
+    out = []
+    for x1, y1, x2, y2, score, cls in detections:
+        if not score >= min_score:
+            continue
+
+        def nx(v: float) -> float:
+            return round(min(1.0, max(0.0, (float(v) - lb.pad_x) / lb.scale / lb.width)), 4)
+
+        def ny(v: float) -> float:
+            return round(min(1.0, max(0.0, (float(v) - lb.pad_y) / lb.scale / lb.height)), 4)
+
+        central = bool(min(x2, rx2) > max(x1, rx1) and min(y2, ry2) > max(y1, ry1))
+        out.append(CropDetection(label_of(cls), round(float(score), 4), (nx(x1), ny(y1), nx(x2), ny(y2)), central))
+    return tuple(out)
 
 
 def fuse(edge: float, cloud: float | None, edge_weight: float) -> float:
@@ -186,9 +219,11 @@ class Verifier:
                 self.metrics.inc("cloud_verification_holds_total", help="Waits for the model (policy hold).")
                 await asyncio.sleep(min(1.0, self.breaker.reset_s))
         assert self.info is not None
-        score = cloud_score(detections, event.label, centre_region(lb, self.cloud.crop_centre_fraction))
+        region = centre_region(lb, self.cloud.crop_centre_fraction)
+        score = cloud_score(detections, event.label, region)
         verdict = judge(event.score, score, self.cloud.edge_weight, self.cloud.contradiction_threshold,
                         self.info.tag)  # fmt: skip
+        verdict = replace(verdict, detections=crop_detections(detections, lb, region), crop_size=(lb.width, lb.height))
         self.metrics.inc("cloud_verifications_total", verification=verdict.verification, reason="model")
         return verdict
 

@@ -144,6 +144,7 @@ class Capture:
         self._pos_offset_ms = 0.0  # media time of earlier passes of a looping file
         self._last_pos_ms = 0.0
         self._next_due_ms = 0.0
+        self._due_mono: float | None = None  # live pacing: monotonic time the next frame is due
         self._state = ""
         self.bytes_read = 0  # file bytes consumed (file size share of the frames read)
         self._file_size = 0
@@ -311,13 +312,19 @@ class Capture:
             self._reader_thread = threading.Thread(target=self._reader_loop, name=f"capture-{self.cam}", daemon=True)
             self._reader_thread.start()
         period_s = 1.0 / self._detect_fps()
-        deadline = time.monotonic() + period_s if self._next_due_ms else time.monotonic()
-        self._stop.wait(max(0.0, deadline - time.monotonic()))
+        now = time.monotonic()
+        # Step the deadline from the previous due time, not from "now": otherwise the time spent
+        # detecting adds to every period and 5 fps becomes 1 / (0.2 s + detect time). A consumer
+        # that fell more than a period behind restarts from now instead of bursting to catch up.
+        due = now if self._due_mono is None else self._due_mono + period_s
+        if due < now - period_s:
+            due = now
+        self._due_mono = due
+        self._stop.wait(max(0.0, due - now))
         with self._slot_cond:
             while self._slot is None and not self._reader_done and not self._stop.is_set():
                 self._slot_cond.wait(0.2)
             frame, self._slot = self._slot, None
-        self._next_due_ms = 1.0
         return frame
 
     def next(self) -> Frame | None:

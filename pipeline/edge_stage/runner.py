@@ -28,6 +28,8 @@ from pipeline.edge_stage.capture import Capture, Image, Opener, SourceState, ope
 from pipeline.edge_stage.config_sync import Applied, Ignored, LiveCameraConfig
 from pipeline.edge_stage.detectors import Detector, make_detector
 from pipeline.edge_stage.events import CropFilter, EventBuilder
+from pipeline.edge_stage.model_download import ModelStore
+from pipeline.edge_stage.model_swap import CameraModels
 from pipeline.edge_stage.motion_gate import MotionGate, detection_roi
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
@@ -118,6 +120,7 @@ class CameraWorker:
         *,
         opener: Opener = open_cv,
         annotator: Annotator | None = None,
+        store: ModelStore | None = None,
     ) -> None:
         self.settings, self.edge = settings, settings.edge
         self.cam = camera.id
@@ -137,6 +140,10 @@ class CameraWorker:
         self._status_lock = threading.Lock()
         self._next_status = 0.0
         self._extras: Any = None
+        self.models = CameraModels(
+            self.cam, self.edge, store or ModelStore(self.edge, stop), lambda: make_detector(self.edge),
+            self._on_model_report,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ status
 
@@ -156,6 +163,7 @@ class CameraWorker:
             "detector_ms_p50": round(det * 1000, 2) if det is not None else None,
             "config_rev": self.live.rev,
             "config_rejected": int(m.counter("config_rejected_total", cam=c)),
+            **self.models.snapshot(),
         }
 
     def publish_status(self, state: str | None = None, reason: str | None = None) -> None:
@@ -170,6 +178,13 @@ class CameraWorker:
             self._next_status = time.monotonic() + self.edge.status_interval_s
         self.publisher.publish_status(self.status_topic, payload)
 
+    def _on_model_report(self, outcome: str, reason: str, new_tag: str | None) -> None:
+        if new_tag is not None:
+            self.model = new_tag
+        self.metrics.inc("model_updates_total", help="Model swaps, rejections and rollbacks.", cam=self.cam,
+                         outcome=outcome)  # fmt: skip
+        self.publish_status(reason=reason)
+
     def _on_source_state(self, s: SourceState) -> None:
         log.info("camera %s: %s %s", self.cam, s.state, s.reason)
         # the wire knows online|reconnecting|failed|offline: a file that ended is offline
@@ -181,6 +196,8 @@ class CameraWorker:
             log.info("camera %s: config rev %d applied (%s)", self.cam, result.rev, ", ".join(result.changed))
             self.metrics.inc("config_applied_total", help="Camera config updates applied live.", cam=self.cam)
             self.publish_status(reason=f"config rev {result.rev} applied")
+            if "model" in result.changed:
+                self.models.request(result.camera.model)
         elif isinstance(result, Rejected):
             log.warning("camera %s: config rejected: %s %s", self.cam, result.reason, result.detail)
             self.metrics.inc("config_rejected_total", help="Invalid camera config updates.", cam=self.cam)
@@ -247,12 +264,14 @@ class CameraWorker:
 
     def _work(self) -> None:
         camera = self.live.camera
-        detector: Detector = make_detector(self.edge)
+        detector: Detector = self.models.start(make_detector(self.edge))
         self.model = detector.tag
+        if camera.model is not None:  # from the settings file; live changes come through on_config
+            self.models.request(camera.model)
         try:
             self._loop(detector, camera)
         finally:
-            detector.close()
+            self.models.close()
 
     def _loop(self, detector: Detector, camera: CameraSettings) -> None:
         m, c = self.metrics, self.cam
@@ -282,6 +301,10 @@ class CameraWorker:
                     camera = cur
                 m.inc("frames_sampled_total", help="Frames taken at detect_fps.", cam=c)
                 img, ts = frame.image, frame.ts_ms
+                self.models.last_frame = img  # the smoke test of the next model runs on it
+                if (swapped := self.models.poll()) is not None:  # between two frames
+                    detector = swapped
+                    builder.det = detector.tag
                 last_ts = ts
                 t0 = time.perf_counter()
                 motion = gate.check(img)
@@ -298,7 +321,16 @@ class CameraWorker:
                         for t in tracker.tracks
                     ]
                     roi = detection_roi(motion.regions, (w, h), track_boxes=track_px)
-                    dets = detector.detect(img, roi)
+                    try:
+                        dets = detector.detect(img, roi)
+                        self.models.on_success()
+                    except Exception as exc:  # re-raised unless a downloaded model can be rolled back
+                        restored = self.models.on_error(exc)
+                        m.inc("detector_errors_total", help="Inference errors of the detector.", cam=c)
+                        dets = []
+                        if restored is not None:
+                            detector = restored
+                            builder.det = detector.tag
                     t2 = time.perf_counter()
                     m.observe("detector_seconds", t2 - t1, cam=c)
                     m.inc("frames_detected_total", help="Detector runs.", cam=c)
@@ -359,12 +391,15 @@ def run_edge(
             w.on_config(raw)
 
     publisher = Publisher(settings, outbox, m, on_config=on_config)
+    store = ModelStore(edge, stop)
     http = serve_http(m, edge.metrics_port) if edge.metrics_port else None
     for i, camera in enumerate(edge.cameras):
         ann = None
         if (annotate or snapshot) and i == 0:
             ann = Annotator(annotate, camera.detect_fps, snapshot)
-        workers[camera.id] = CameraWorker(settings, camera, outbox, publisher, m, stop, opener=opener, annotator=ann)
+        workers[camera.id] = CameraWorker(
+            settings, camera, outbox, publisher, m, stop, opener=opener, annotator=ann, store=store
+        )
 
     def report() -> None:
         if progress is not None:

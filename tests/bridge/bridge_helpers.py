@@ -11,15 +11,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import pytest
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pipeline.bridge.service import Bridge, require_producer
 from pipeline.metrics import Registry
-from pipeline.operators.schema import Event, encode_event
+from pipeline.operators.schema import Event
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 

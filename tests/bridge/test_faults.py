@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 import urllib.request
@@ -22,6 +21,7 @@ from bridge_helpers import (
 )
 
 from pipeline.local_stack.kafka_topics import ensure_topics
+from pipeline.local_stack.mosquitto import MosquittoProcess
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.local_stack.ports import free_port
 from pipeline.local_stack.tansu import TansuProcess
@@ -73,7 +73,7 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
         bridge.start()
         try:
             health = f"http://127.0.0.1:{settings.bridge.health_port}"
-            with urllib.request.urlopen(f"{health}/healthz", timeout=5) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{health}/healthz", timeout=5) as resp:
                 assert resp.status == 200
 
             def publish() -> None:
@@ -90,7 +90,7 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
             bridge.start()
             publisher.join(60)
             got = seqs_in_kafka(settings, n * len(cams), timeout_s=40)
-            with urllib.request.urlopen(f"{health}/metrics", timeout=5) as resp:  # noqa: S310
+            with urllib.request.urlopen(f"{health}/metrics", timeout=5) as resp:
                 assert b"pipeline_bridge_uplink_received" in resp.read()
         finally:
             bridge.stop()
@@ -99,10 +99,8 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
     print(f"killed bridge: {n * len(cams)} events, {duplicates} duplicates in Kafka")
 
 
-# kafka-python 3.0.12 leaves the sockets of refused connection attempts to the GC; collect them
-# here, inside this test, rather than have them surface as warnings in a later one.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-@pytest.mark.filterwarnings("ignore::ResourceWarning")
+# Known noise: kafka-python 3.0.12 keeps the sockets of refused connection attempts in suspended
+# connect coroutines after close(); they are reported as unclosed at interpreter exit.
 def test_kafka_outage_holds_messages_in_mosquitto(
     make_settings: Callable[..., Settings], make_kafka_broker: Callable[..., TansuProcess]
 ) -> None:
@@ -132,7 +130,34 @@ def test_kafka_outage_holds_messages_in_mosquitto(
         assert {s for _, s in got} >= set(range(10, 80))
         assert _wait(lambda: bridge.uplink.inflight == 0, 10)
         assert bridge.healthy()
-    gc.collect()
+
+
+def test_mqtt_broker_restart_bridge_reconnects(
+    make_settings: Callable[..., Settings], make_mqtt_broker: Callable[..., MosquittoProcess]
+) -> None:
+    broker = make_mqtt_broker()
+    # Direct subscription: with a $share subscription, Mosquitto 2.0.11 restores the session
+    # after its restart but routes no new messages to it (resubscribing, even unsubscribe +
+    # subscribe, did not help); seen here, not yet understood.
+    settings = bridge_settings(make_settings, shared_group=None)
+    settings = settings.model_copy(
+        update={"mqtt": settings.mqtt.model_copy(update={"host": broker.host, "port": broker.port})}
+    )
+    with running_bridge(settings) as bridge:
+        with mqtt_peer(settings) as edge:
+            for seq in range(50):
+                edge.publish(events_topic(settings, "cam-1"), encode_event(make_event("cam-1", seq)))
+        broker.restart()  # SIGTERM: Mosquitto saves sessions, then starts on the same port
+        # The bridge notices the drop and resubscribes; what a publisher sends in between is the
+        # edge outbox's job (replayed until acked: tests/faults), not this test's.
+        assert _wait(lambda: not bridge.uplink.subscribed.is_set(), 15), "bridge did not notice the restart"
+        assert bridge.uplink.subscribed.wait(30), "bridge did not resubscribe after the broker restart"
+        with mqtt_peer(settings) as edge:
+            for seq in range(50, 100):
+                edge.publish(events_topic(settings, "cam-1"), encode_event(make_event("cam-1", seq)))
+        got = seqs_in_kafka(settings, 100)
+        assert set(got) == {("cam-1", s) for s in range(100)}
+        assert _wait(bridge.healthy, 10)
 
 
 def test_two_bridges_share_the_load(make_settings: Callable[..., Settings]) -> None:

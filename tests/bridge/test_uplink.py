@@ -11,10 +11,6 @@ from collections import defaultdict
 from collections.abc import Callable
 
 import pytest
-
-from pipeline.operators.schema import decode_acks, decode_event, encode_event
-from pipeline.settings import Settings
-from pipeline.topics import Kind, Topics
 from bridge_helpers import (
     SITE,
     bridge_settings,
@@ -24,6 +20,10 @@ from bridge_helpers import (
     read_topic,
     running_bridge,
 )
+
+from pipeline.operators.schema import decode_acks, decode_event, encode_event
+from pipeline.settings import Settings
+from pipeline.topics import Kind, Topics
 
 pytestmark = pytest.mark.integration
 

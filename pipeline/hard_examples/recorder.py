@@ -1,0 +1,209 @@
+"""Writes hard examples into a dataset directory (called by the cloud worker).
+
+Layout (one day = UTC date of the event's capture time)::
+
+    <dataset>/images/<cam>/<day>/<event_id>.jpg    the edge's crop, privacy-blurred as configured
+    <dataset>/labels/<cam>/<day>.jsonl            one record per example (see ``record``)
+    <dataset>/labels/<cam>/<day>.counts.json      kept / bytes / dropped (by reason) of that day
+
+Each camera and day is bounded (``hard_examples.max_per_camera_day`` examples and
+``max_bytes_per_camera_day`` image bytes); examples beyond are dropped and counted. A replayed
+event (at-least-once processing) is recorded once: its image file already exists.
+
+Privacy: ``blur: person_head`` blurs (Gaussian) the upper third of every person box in the crop:
+the heavy model's person detections and, for a ``person`` event, the edge's own box. The edge's
+MediaPipe face blur is not reused here: it needs the mediapipe package's models and ai-edge-litert,
+which the cloud image does not carry.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from pipeline.cloud_stage.verification import Verdict
+from pipeline.hard_examples.selection import Selected, select
+from pipeline.metrics import Registry
+from pipeline.operators.schema import Event
+from pipeline.settings import HardExampleSettings
+
+log = logging.getLogger(__name__)
+EDGE_CROP_PAD = 0.1  # pipeline.edge_stage.events.crop_pixels grows the box by this on each side
+RECORD_VERSION = 1
+
+
+def day_of(ts_ms: int) -> str:
+    return dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d")
+
+
+def edge_box_in_crop(pad: float = EDGE_CROP_PAD) -> tuple[float, float, float, float]:
+    lo = pad / (1 + 2 * pad)
+    return (lo, lo, 1 - lo, 1 - lo)
+
+
+def blur_person_heads(
+    bgr: npt.NDArray[np.uint8], boxes: list[tuple[float, float, float, float]]
+) -> npt.NDArray[np.uint8]:
+    """Gaussian blur over the upper third of each (crop-normalised) box."""
+    out = bgr.copy()
+    h, w = out.shape[:2]
+    for x1, y1, x2, y2 in boxes:
+        ix1, iy1 = max(0, int(x1 * w)), max(0, int(y1 * h))
+        ix2, iy2 = min(w, int(np.ceil(x2 * w))), min(h, int(np.ceil((y1 + (y2 - y1) / 3) * h)))
+        if ix2 - ix1 < 2 or iy2 - iy1 < 2:
+            continue
+        k = max(3, (max(ix2 - ix1, iy2 - iy1) // 3) | 1)
+        out[iy1:iy2, ix1:ix2] = cv2.GaussianBlur(out[iy1:iy2, ix1:ix2], (k, k), 0)
+    return out
+
+
+class HardExampleRecorder:
+    def __init__(self, settings: HardExampleSettings, metrics: Registry | None = None) -> None:
+        self.s = settings
+        self.root = settings.dataset_dir
+        self.metrics = metrics or Registry()
+        self._counts: dict[tuple[str, str], dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def consider(self, ev: Event, verdict: Verdict) -> str | None:
+        """Record ``ev`` when it is a hard example; the kind recorded, or None."""
+        if ev.crop is None:
+            return None
+        chosen = select(ev, verdict, self.s.agreement_rate, self.s.other_label_min_score)
+        if chosen is None:
+            return None
+        try:
+            return self._write(ev, verdict, chosen)
+        except OSError as exc:
+            self.metrics.inc("hard_examples_dropped_total", help="Hard examples not kept.", reason="io_error")
+            log.warning("hard example %s not written: %s", ev.id, exc)
+            return None
+
+    def _counts_for(self, cam: str, day: str) -> dict[str, Any]:
+        key = (cam, day)
+        if key not in self._counts:
+            path = self.root / "labels" / cam / f"{day}.counts.json"
+            try:
+                self._counts[key] = json.loads(path.read_text())
+            except (OSError, ValueError):
+                self._counts[key] = {"kept": 0, "bytes": 0, "dropped": {}}
+        return self._counts[key]
+
+    def _drop(self, counts: dict[str, Any], cam: str, day: str, reason: str) -> None:
+        counts["dropped"][reason] = counts["dropped"].get(reason, 0) + 1
+        self.metrics.inc("hard_examples_dropped_total", help="Hard examples not kept.", reason=reason)
+        self._save_counts(cam, day, counts)
+
+    def _save_counts(self, cam: str, day: str, counts: dict[str, Any]) -> None:
+        path = self.root / "labels" / cam / f"{day}.counts.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(counts, sort_keys=True))
+        tmp.replace(path)
+
+    def _image(self, ev: Event, verdict: Verdict) -> tuple[bytes, int, int] | None:
+        assert ev.crop is not None
+        try:
+            raw = base64.b64decode(ev.crop, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+        bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            return None
+        h, w = bgr.shape[:2]
+        if self.s.blur == "none":
+            return raw, w, h
+        boxes = [d.box for d in verdict.detections if d.label == "person" and d.score >= 0.2]
+        if ev.label == "person":
+            boxes.append(edge_box_in_crop())
+        ok, buf = cv2.imencode(".jpg", blur_person_heads(bgr.astype(np.uint8), boxes), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        return (buf.tobytes(), w, h) if ok else None
+
+    def _write(self, ev: Event, verdict: Verdict, chosen: Selected) -> str | None:
+        day = day_of(ev.ts)
+        rel = Path("images") / ev.cam / day / f"{ev.id}.jpg"
+        with self._lock:
+            counts = self._counts_for(ev.cam, day)
+            if (self.root / rel).exists():
+                return None  # replayed event: recorded already
+            if counts["kept"] >= self.s.max_per_camera_day:
+                self._drop(counts, ev.cam, day, "count_cap")
+                return None
+            image = self._image(ev, verdict)
+            if image is None:
+                self._drop(counts, ev.cam, day, "bad_crop")
+                return None
+            jpeg, w, h = image
+            if counts["bytes"] + len(jpeg) > self.s.max_bytes_per_camera_day:
+                self._drop(counts, ev.cam, day, "bytes_cap")
+                return None
+            labels = self.root / "labels" / ev.cam / f"{day}.jsonl"
+            labels.parent.mkdir(parents=True, exist_ok=True)
+            (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+            tmp = (self.root / rel).with_suffix(".tmp")
+            tmp.write_bytes(jpeg)
+            tmp.replace(self.root / rel)  # the image exists before its record names it
+            rec = record(ev, verdict, chosen, rel.as_posix(), w, h, self.s)
+            try:
+                with labels.open("a", encoding="utf-8") as f:
+                    f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+            except OSError:
+                (self.root / rel).unlink(missing_ok=True)  # a replay may record it again
+                raise
+            counts["kept"] += 1
+            counts["bytes"] += len(jpeg)
+            self._save_counts(ev.cam, day, counts)
+        self.metrics.inc("hard_examples_total", help="Hard examples recorded.", kind=chosen.kind, cam=ev.cam)
+        return chosen.kind
+
+
+def record(
+    ev: Event, verdict: Verdict, chosen: Selected, image: str, width: int, height: int, s: HardExampleSettings
+) -> dict[str, Any]:
+    """One labelled example: the edge's output, the heavy model's output, versions, camera, time."""
+    return {
+        "v": RECORD_VERSION,
+        "id": ev.id,
+        "kind": chosen.kind,
+        "site": ev.site,
+        "cam": ev.cam,
+        "ts": ev.ts,
+        "day": day_of(ev.ts),
+        "image": image,
+        "width": width,
+        "height": height,
+        "edge": {
+            "det": ev.det,
+            "label": ev.label,
+            "score": ev.score,
+            "box": list(ev.box),  # in the frame, normalised
+            "box_in_crop": list(edge_box_in_crop()),
+            "track": ev.track,
+            "type": ev.type,
+        },
+        "cloud": {
+            "model": verdict.model,
+            "score": verdict.cloud_score,
+            "verification": verdict.verification,
+            "label": chosen.cloud_label,
+            "detections": [
+                {"label": d.label, "score": d.score, "box": list(d.box), "central": d.central}
+                for d in verdict.detections
+            ],
+        },
+        "missed_labels": list(chosen.missed_labels),
+        "agreement_rate": s.agreement_rate,
+        "blur": s.blur,
+        "recorded": int(time.time() * 1000),
+    }

@@ -1,0 +1,1 @@
+"""Cloud-side model registry: versions on disk, an HTTP file server for the edges, staged rollout."""

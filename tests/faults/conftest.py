@@ -1,0 +1,18 @@
+"""A :class:`ChaosEnv` per test on the session Kafka broker (scenarios that restart Kafka start
+a private one); private Mosquittos are started by the scenarios themselves."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipeline.chaos.rig import ChaosEnv
+from pipeline.local_stack.tansu import TansuProcess
+
+
+@pytest.fixture
+def chaos_env(kafka_broker: TansuProcess, tmp_path: Path) -> Iterator[ChaosEnv]:
+    with ChaosEnv(tmp_path / "chaos", kafka=kafka_broker) as env:
+        yield env

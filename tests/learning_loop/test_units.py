@@ -1,0 +1,183 @@
+"""Registry, file server (Range), download store, smoke test, rollback on failures, selection:
+real model files, a real HTTP server on loopback, no brokers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from loop_helpers import DEFAULT_INT8_TAG, INT8, registry_with_versions
+
+from pipeline.cloud_stage.verification import CropDetection, Verdict
+from pipeline.edge_stage.detectors.base import Detector
+from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector
+from pipeline.edge_stage.model_download import ModelStore, file_sha256
+from pipeline.edge_stage.model_swap import CameraModels, smoke_test, synthetic_frame
+from pipeline.errors import ConfigError
+from pipeline.hard_examples.selection import sampled, select
+from pipeline.model_registry.command import publish_records
+from pipeline.model_registry.file_server import RegistryServer
+from pipeline.model_registry.registry import ModelRegistry, model_ref
+from pipeline.model_registry.rollout import bucket, select_cameras
+from pipeline.operators.schema import Event, Rejected
+from pipeline.settings import EdgeSettings, Settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRegistry, RegistryServer]:
+    reg = registry_with_versions(tmp_path_factory.mktemp("reg") / "registry")
+    with RegistryServer(reg) as server:
+        yield reg, server
+
+
+def test_registry_add_list_and_refs(served: tuple[ModelRegistry, RegistryServer], tmp_path: Path) -> None:
+    reg, server = served
+    assert [e.tag for e in reg.entries()] == ["centernet@2", "centernet@3"]
+    v2 = reg.get("centernet", "2")
+    assert v2.sha256 == file_sha256(INT8) and v2.size == INT8.stat().st_size and v2.input_size == (512, 512)
+    with pytest.raises(ConfigError, match="already"):
+        reg.add(INT8, "centernet", "2")
+    with pytest.raises(ConfigError, match="bad model version"):
+        reg.add(INT8, "centernet", "../x")
+    ref = model_ref(v2, server.url)
+    assert ref.url == f"{server.url}/models/centernet/2/centernet.tflite" and ref.tag == "centernet@2"
+
+
+def test_staged_selection_is_deterministic(tmp_path: Path) -> None:
+    cams = [f"cam-{i}" for i in range(200)]
+    half, tenth = select_cameras(cams, 50), select_cameras(cams, 10)
+    assert set(tenth) <= set(half) and 60 <= len(half) <= 140 and select_cameras(cams, 50) == half
+    assert all(bucket(c) < 10 for c in tenth) and select_cameras(cams, 100) == sorted(cams)
+    s = Settings(registry={"dir": str(tmp_path / "empty")})
+    with pytest.raises(ConfigError, match="not in the registry"):
+        publish_records(s, "site-a", "centernet", "9", cameras=["cam-1"])
+    records = publish_records(s, "site-a", None, None, cameras=["cam-1", "cam-2"], default=True)
+    assert [c for c, _ in records] == ["cam-1", "cam-2"]
+    assert json.loads(records[0][1])["config"] == {"model": None}
+
+
+def test_file_server_ranges(served: tuple[ModelRegistry, RegistryServer]) -> None:
+    reg, server = served
+    url = server.url + reg.get("centernet", "2").url_path()
+    data = INT8.read_bytes()
+    with urllib.request.urlopen(url) as r:
+        assert r.status == 200 and r.read() == data and r.headers["Accept-Ranges"] == "bytes"
+    req = urllib.request.Request(url, headers={"Range": "bytes=1000-"})
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 206 and r.read() == data[1000:]
+        assert r.headers["Content-Range"] == f"bytes 1000-{len(data) - 1}/{len(data)}"
+    with pytest.raises(urllib.error.HTTPError) as bad:
+        urllib.request.urlopen(urllib.request.Request(url, headers={"Range": f"bytes={len(data)}-"}))
+    assert bad.value.code == 416
+    bad.value.close()
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(server.url + "/models/centernet/2/../../x")
+    assert missing.value.code == 404
+    missing.value.close()
+
+
+def test_store_resumes_and_rejects(served: tuple[ModelRegistry, RegistryServer], tmp_path: Path) -> None:
+    reg, server = served
+    store = ModelStore(EdgeSettings(model_dir=tmp_path / "models"))
+    ref = model_ref(reg.get("centernet", "2"), server.url)
+    part = store.path_for(ref).with_name(store.path_for(ref).name + ".part")
+    part.parent.mkdir(parents=True)
+    part.write_bytes(INT8.read_bytes()[:700_000])  # an interrupted download
+    before = len(server.requests)
+    path = store.fetch(ref)
+    assert isinstance(path, Path) and file_sha256(path) == ref.sha256 and not part.exists()
+    assert server.requests[before:] == [(reg.get("centernet", "2").url_path(), 206)]  # resumed, not restarted
+    assert store.fetch(ref) == path and len(server.requests) == before + 1  # verified copy on disk: no download
+
+    wrong = ref.model_copy(update={"sha256": "0" * 64})
+    got = store.fetch(wrong)
+    assert isinstance(got, Rejected) and got.reason == "checksum_mismatch"
+    assert not list(store.root.glob("*.part")) and not store.path_for(wrong).exists()
+    short = ref.model_copy(update={"size": ref.size - 10, "sha256": "1" * 64})
+    got = store.fetch(short)
+    assert isinstance(got, Rejected) and got.reason == "size_mismatch"
+    small = ModelStore(EdgeSettings(model_dir=tmp_path / "m2", model_max_bytes=1024))
+    assert small.fetch(ref) == Rejected("too_large", f"{ref.size} bytes > edge.model_max_bytes 1024")
+    gone = ref.model_copy(update={"version": "7", "url": server.url + "/models/centernet/7/x.tflite"})
+    got = store.fetch(gone)
+    assert isinstance(got, Rejected) and got.reason == "download_failed" and "404" in got.detail
+    newer = ref.model_copy(update={"version": "8", "min_edge_version": "99.0"})
+    assert isinstance(r := store.fetch(newer), Rejected) and r.reason == "edge_too_old"
+
+
+class Flaky(Detector):
+    """The real int8 detector whose inference fails on demand (to exercise the rollback)."""
+
+    def __init__(self, inner: CenterNetDetector, name: str, version: str) -> None:
+        self.inner, self.name, self.version = inner, name, version
+        self.labels, self.input_size = inner.labels, inner.input_size
+        self.fail = False
+
+    def detect(self, frame_bgr, roi=None):  # type: ignore[no-untyped-def]
+        if self.fail:
+            raise RuntimeError("tensor arena corrupted")
+        return self.inner.detect(frame_bgr, roi)
+
+
+def test_smoke_test_and_rollback_after_failures(served: tuple[ModelRegistry, RegistryServer], tmp_path: Path) -> None:
+    reg, server = served
+    frame = synthetic_frame()
+    real = CenterNetDetector(INT8, name="centernet-int8", version="human-models-3.0.4")
+    assert smoke_test(real, frame) is None
+    edge = EdgeSettings(model_dir=tmp_path / "models", model_max_failures=3)
+    reports: list[tuple[str, str, str | None]] = []
+    models = CameraModels("cam-1", edge, ModelStore(edge), lambda: real, lambda *a: reports.append(a))
+    assert models.start(real).tag == DEFAULT_INT8_TAG
+    models.request(model_ref(reg.get("centernet", "2"), server.url))
+    assert _wait(lambda: models.state == "ready"), models.snapshot()
+    new = models.poll()
+    assert new is not None and new.tag == "centernet@2" and reports[-1][0] == "active"
+    # wrap the real v2 interpreter so that its inference fails from now on
+    assert models.active is not None
+    flaky = Flaky(models.active.detector, "centernet", "2")  # type: ignore[arg-type]
+    models.active.detector = flaky
+    flaky.fail = True
+    assert models.on_error(RuntimeError("1")) is None and models.on_error(RuntimeError("2")) is None
+    restored = models.on_error(RuntimeError("3"))
+    assert restored is real and reports[-1][0] == "rolled_back" and reports[-1][2] == DEFAULT_INT8_TAG
+    assert models.snapshot()["model_error"].startswith("rolled_back: centernet@2 failed 3 times")  # type: ignore[union-attr]
+    with pytest.raises(RuntimeError):  # the packaged model failing has nothing to fall back to
+        models.on_error(RuntimeError("packaged"))
+    models.close()
+
+
+def _wait(pred, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    done = threading.Event()
+    for _ in range(int(timeout * 20)):
+        if pred():
+            return True
+        done.wait(0.05)
+    return bool(pred())
+
+
+def _event(eid: str, label: str = "person") -> Event:
+    return Event(id=eid, site="s", cam="c", ts=1_700_000_000_000, seq=1, type="track_started", track=1,
+                 label=label, score=0.1, box=(0.1, 0.1, 0.3, 0.5), det="centernet@2", crop="x")  # fmt: skip
+
+
+def test_selection_kinds() -> None:
+    car = CropDetection("car", 0.8, (0.2, 0.2, 0.8, 0.8), True)
+    contradicted = Verdict(0.05, 0.1, "contradicted", "centernet@1", detections=(car,))
+    sel = select(_event("a"), contradicted, 0.0, 0.4)
+    assert sel is not None and sel.kind == "contradicted" and sel.cloud_label == "car"
+    person = CropDetection("person", 0.9, (0.2, 0.1, 0.8, 0.9), True)
+    verified = Verdict(0.9, 0.8, "verified", "centernet@1", detections=(person, car))
+    assert (s := select(_event("b"), verified, 0.0, 0.4)) is not None and s.kind == "missed_label"
+    assert s.missed_labels == ("car",)
+    plain = Verdict(0.9, 0.8, "verified", "centernet@1", detections=(person,))
+    ids = [f"e{i}" for i in range(400)]
+    chosen = [i for i in ids if select(_event(i), plain, 0.25, 0.4) is not None]
+    assert chosen == [i for i in ids if sampled(i, 0.25)] and 60 < len(chosen) < 140
+    assert select(_event("c"), Verdict(None, 0.1, "unverified"), 1.0, 0.4) is None
+    assert np.isclose(sum(sampled(i, 1.0) for i in ids), 400)
