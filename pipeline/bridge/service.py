@@ -81,8 +81,9 @@ class Bridge:
         self.downlink.start()
         port = self.settings.bridge.health_port
         if port is not None:
-            self._http = serve_http(self.metrics, port, health=self.healthy)
-            log.info("bridge: /healthz and /metrics on 127.0.0.1:%d", port)
+            host = self.settings.bridge.health_host
+            self._http = serve_http(self.metrics, port, host=host, health=self.healthy)
+            log.info("bridge: /healthz and /metrics on %s:%d", host, port)
 
     def wait_ready(self, timeout_s: float = 30.0) -> bool:
         """Subscribed on MQTT and holding downlink partitions."""

@@ -99,7 +99,8 @@ def test_disagreements_become_a_dataset_and_a_report(
         assert float(np.abs(original[head].astype(int) - stored[head].astype(int)).mean()) > 1.0
 
     out = tmp_path / "report"
-    assert cli_main(["--config", str(config), "report", "hard-examples", "--dataset", str(dataset), "--out", str(out)]) == 0
+    report = ["--config", str(config), "report", "hard-examples", "--dataset", str(dataset), "--out", str(out)]
+    assert cli_main(report) == 0
     assert (out / "hard_examples.png").stat().st_size > 1000 and (out / "report.md").is_file()
     rep = json.loads((out / "report.json").read_text())
     assert rep["examples"] == len(records)
@@ -118,6 +119,7 @@ def test_disagreements_become_a_dataset_and_a_report(
     assert top["count"] == max(pairs.values()) and pairs[(top["edge"], top["cloud"])] == top["count"]
 
     coco_path = tmp_path / "coco.json"
-    assert cli_main(["--config", str(config), "report", "coco", "--dataset", str(dataset), "--out", str(coco_path)]) == 0
+    export = ["--config", str(config), "report", "coco", "--dataset", str(dataset), "--out", str(coco_path)]
+    assert cli_main(export) == 0
     coco = json.loads(coco_path.read_text())
     assert len(coco["images"]) == len(records) and len(coco["categories"]) == 80
