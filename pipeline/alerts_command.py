@@ -47,7 +47,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             done.set()
 
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with AlertSubscriber(settings, f"alerts-cli-{os.getpid()}", on_alert, topic=topic):
-        with contextlib.suppress(KeyboardInterrupt):
-            done.wait()
+    with AlertSubscriber(settings, f"alerts-cli-{os.getpid()}", on_alert, topic=topic), contextlib.suppress(
+        KeyboardInterrupt
+    ):
+        done.wait()
     return 0

@@ -62,13 +62,13 @@ class AlertSubscriber:
         self._lock = threading.Lock()
         self.stats = AlertStats()
         self._subscribed = threading.Event()
-        self._client = make_client(settings.mqtt, client_id, persistent=True)
+        self._client = make_client(settings.mqtt, client_id)
         self._client.on_connect = self._handle_connect
         self._client.on_subscribe = lambda *a: self._subscribed.set()
         self._client.on_message = self._handle_message
 
     def start(self, timeout_s: float = 10.0) -> AlertSubscriber:
-        connect(self._client, self._settings.mqtt)
+        connect(self._client, self._settings.mqtt, persistent=True)
         if not self._subscribed.wait(timeout_s):
             raise TimeoutError(f"no SUBACK for {self._topic} within {timeout_s}s")
         return self

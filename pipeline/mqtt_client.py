@@ -1,6 +1,6 @@
-"""paho-mqtt client construction shared by every part (edge, bridge, alert subscribers).
+"""paho-mqtt client construction shared by every part (edge, bridge, alert subscribers, tools).
 
-Callback API v2 and MQTT 5 always; TLS and credentials from :class:`MqttSettings`. A persistent
+Callback API v2 and MQTT 5 always; credentials and TLS from :class:`MqttSettings`. A persistent
 session (``clean_start=False`` plus a session expiry) is what lets the broker keep QoS 1
 messages for us while we are away; paho itself keeps its session in memory only.
 """
@@ -8,66 +8,65 @@ messages for us while we are away; paho itself keeps its session in memory only.
 from __future__ import annotations
 
 import ssl
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pipeline.settings import MqttSettings
 
+OUTGOING_INFLIGHT = 200  # our QoS 1 publishes awaiting PUBACK (paho's window)
+OUTGOING_QUEUE = 20_000  # publishes paho keeps while disconnected; beyond, publish() fails
+
 
 def make_client(
-    cfg: MqttSettings,
+    settings: MqttSettings,
     client_id: str,
     *,
-    persistent: bool = False,
-    receive_maximum: int | None = None,
     manual_ack: bool = False,
-    max_queued: int = 10_000,
+    max_inflight: int = OUTGOING_INFLIGHT,
+    max_queued: int = OUTGOING_QUEUE,
+    reconnect_max_s: int = 30,
 ) -> mqtt.Client:
-    client = mqtt.Client(
-        callback_api_version=mqtt.CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv5,
-        manual_ack=manual_ack,
-    )
-    if cfg.username:
-        client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
-    if cfg.tls_ca_file:
-        client.tls_set(ca_certs=str(cfg.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        client.tls_insecure_set(cfg.tls_insecure)
-    # Bounded: beyond this paho refuses new publishes instead of growing without limit.
+    """A configured, unconnected client. Bounded: beyond ``max_queued`` paho refuses publishes
+    instead of growing without limit."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    if settings.tls_ca_file:
+        client.tls_set(ca_certs=str(settings.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.tls_insecure_set(settings.tls_insecure)
+    client.reconnect_delay_set(min_delay=1, max_delay=reconnect_max_s)
+    client.max_inflight_messages_set(max_inflight)
     client.max_queued_messages_set(max_queued)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
-    client._pipeline_persistent = persistent  # type: ignore[attr-defined]
-    client._pipeline_receive_maximum = receive_maximum  # type: ignore[attr-defined]
     return client
 
 
-def connect_properties(cfg: MqttSettings, *, persistent: bool, receive_maximum: int | None) -> Properties:
-    props = Properties(PacketTypes.CONNECT)
-    if persistent:
-        props.SessionExpiryInterval = cfg.session_expiry_s
-    if receive_maximum:
-        props.ReceiveMaximum = receive_maximum
+def connect_properties(*, session_expiry_s: int | None = None, receive_maximum: int | None = None) -> Properties:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    if session_expiry_s is not None:
+        props.SessionExpiryInterval = session_expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = max(1, min(receive_maximum, 65535))
     return props
 
 
-def connect(client: mqtt.Client, cfg: MqttSettings, *, blocking: bool = False) -> None:
-    """Connect with the session settings given to :func:`make_client` and start the network loop."""
-    persistent = bool(getattr(client, "_pipeline_persistent", False))
-    props = connect_properties(
-        cfg, persistent=persistent, receive_maximum=getattr(client, "_pipeline_receive_maximum", None)
+def connect(client: mqtt.Client, settings: MqttSettings, *, persistent: bool = False) -> None:
+    """Connect in the background (paho reconnects on its own) and start the network loop.
+    ``persistent`` keeps the broker-side session across disconnects."""
+    client.connect_async(
+        settings.host,
+        settings.port,
+        keepalive=settings.keepalive_s,
+        clean_start=not persistent,
+        properties=connect_properties(session_expiry_s=settings.session_expiry_s if persistent else None),
     )
-    kwargs = {
-        "host": cfg.host,
-        "port": cfg.port,
-        "keepalive": cfg.keepalive_s,
-        "clean_start": not persistent,
-        "properties": props,
-    }
-    if blocking:
-        client.connect(**kwargs)
-    else:
-        client.connect_async(**kwargs)
     client.loop_start()
+
+
+def failed(reason_code: Any) -> bool:
+    return isinstance(reason_code, ReasonCode) and reason_code.is_failure

@@ -221,7 +221,8 @@ class BridgeSettings(Section):
     max_future_skew_s: float = Field(300.0, gt=0, description="Events stamped further ahead are rejected.")
     health_port: int | None = Field(None, description="Serve /healthz and /metrics on this port.")
     health_host: str = Field(
-        "127.0.0.1", description="Address /healthz and /metrics bind to; 0.0.0.0 in a container so Prometheus can scrape."
+        "127.0.0.1",
+        description="Address /healthz and /metrics bind to; 0.0.0.0 in a container so Prometheus can scrape.",
     )
     downlink_group: str | None = Field(
         None,
@@ -288,7 +289,8 @@ class CloudSettings(Section):
     web_enabled: bool = Field(True, description="Serve the Faust web server (/metrics, health).")
     web_port: int = Field(6066, ge=1, le=65535, description="Faust web (health/metrics) port.")
     web_host: str = Field(
-        "127.0.0.1", description="Address the Faust web server binds to; 0.0.0.0 in a container so Prometheus can scrape."
+        "127.0.0.1",
+        description="Address the Faust web server binds to; 0.0.0.0 in a container so Prometheus can scrape.",
     )
     data_dir: Path = Field(DEFAULT_RUN_DIR / "faust", description="Faust table storage.")
 

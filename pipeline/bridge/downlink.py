@@ -27,8 +27,9 @@ from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
 from pipeline.bridge.dead_letter import dead_letter_value
-from pipeline.bridge.mqtt_link import PubackTracker, connect_properties, failed, make_client
+from pipeline.bridge.mqtt_link import PubackTracker
 from pipeline.metrics import Registry
+from pipeline.mqtt_client import connect_properties, failed, make_client
 from pipeline.operators.schema import Rejected, decode_alert, decode_json_object
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics

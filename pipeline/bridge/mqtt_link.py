@@ -1,4 +1,4 @@
-"""paho-mqtt clients for the bridge: MQTT 5, auth/TLS from settings, PUBACK tracking.
+"""PUBACK tracking for the bridge (clients come from :mod:`pipeline.mqtt_client`).
 
 paho runs callbacks on its network thread. :class:`PubackTracker` records PUBACKs there and lets
 another thread wait for them. It never holds its lock while calling into paho: paho calls
@@ -11,48 +11,7 @@ import threading
 import time
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
-
-from pipeline.settings import MqttSettings
-
-OUTGOING_INFLIGHT = 200  # our QoS 1 publishes awaiting PUBACK (paho's window)
-OUTGOING_QUEUE = 20_000  # publishes paho keeps while disconnected; beyond, publish() fails
-
-
-def make_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = False) -> mqtt.Client:
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv5,
-        manual_ack=manual_ack,
-    )
-    if settings.username:
-        password = settings.password.get_secret_value() if settings.password else None
-        client.username_pw_set(settings.username, password)
-    if settings.tls_ca_file:
-        client.tls_set(ca_certs=str(settings.tls_ca_file))
-        client.tls_insecure_set(settings.tls_insecure)
-    client.reconnect_delay_set(min_delay=1, max_delay=30)
-    client.max_inflight_messages_set(OUTGOING_INFLIGHT)
-    client.max_queued_messages_set(OUTGOING_QUEUE)
-    return client
-
-
-def connect_properties(*, session_expiry_s: int | None = None, receive_maximum: int | None = None) -> Properties:
-    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-    if session_expiry_s is not None:
-        props.SessionExpiryInterval = session_expiry_s
-    if receive_maximum is not None:
-        props.ReceiveMaximum = max(1, min(receive_maximum, 65535))
-    return props
-
-
-def failed(reason_code: Any) -> bool:
-    return isinstance(reason_code, ReasonCode) and reason_code.is_failure
+from pipeline.mqtt_client import failed
 
 
 class PubackTracker:

@@ -35,9 +35,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pipeline.bridge.ack_ranges import AckCollector
 from pipeline.bridge.dead_letter import dead_letter_value
-from pipeline.bridge.mqtt_link import connect_properties, failed, make_client
 from pipeline.bridge.validation import validate_uplink
 from pipeline.metrics import Registry
+from pipeline.mqtt_client import connect_properties, failed, make_client
 from pipeline.operators.schema import Acks, Event, Rejected, encode_acks
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics

@@ -123,7 +123,7 @@ class MqttFuzzer:
             b[j:j] = b[i:j] * r.randint(1, 4)
         else:  # corrupt Remaining Length: a wild varint, possibly claiming far more than we send
             wild = r.choice((0, 1, 127, 128, 16383, 2_097_151, 268_435_455, r.randrange(1 << 28)))
-            b = bytearray(b[:1] + _varint(wild) + b[1 + _len_of_varint(b, 1):])
+            b = bytearray(b[:1] + _varint(wild) + b[1 + _len_of_varint(b, 1) :])
         return bytes(b), kind
 
     def _payload(self) -> tuple[bytes, str]:

@@ -238,8 +238,9 @@ def bridge_crash(env: ChaosEnv, n: int) -> ScenarioResult:
         edge.wait(f"emitted:{n // 3}", 60)
         bridge.kill()
         time.sleep(2.0)
+        fixed = time.monotonic()
         bridge.start()
-        recovery = _drain(edge, time.monotonic(), "bridge crash")
+        recovery = _drain(edge, fixed, "bridge crash")
     finally:
         edge.close()
     return _finish("bridge SIGKILL+restart", settings, stream, sub, recovery, [])

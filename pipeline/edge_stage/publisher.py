@@ -22,19 +22,16 @@ import contextlib
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.metrics import Registry
+from pipeline.mqtt_client import connect, make_client
 from pipeline.operators.schema import decode_acks
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
@@ -88,20 +85,13 @@ class Publisher:
         ).encode()
 
     def _make_client(self, max_queued: int) -> mqtt.Client:
-        m = self.settings.mqtt
-        client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.edge.node_id,
-            protocol=mqtt.MQTTv5,
+        client = make_client(
+            self.settings.mqtt,
+            self.edge.node_id,
+            max_inflight=max(20, self.max_inflight),
+            max_queued=max_queued,
+            reconnect_max_s=8,
         )
-        if m.username:
-            client.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
-        if m.tls_ca_file:
-            client.tls_set(ca_certs=str(m.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
-            client.tls_insecure_set(m.tls_insecure)
-        client.reconnect_delay_set(min_delay=1, max_delay=8)
-        client.max_queued_messages_set(max_queued)
-        client.max_inflight_messages_set(max(20, self.max_inflight))
         client.will_set(self.node_topic, self._node_payload("offline"), qos=1, retain=True)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
@@ -110,11 +100,7 @@ class Publisher:
         return client
 
     def start(self) -> None:
-        m = self.settings.mqtt
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = m.session_expiry_s
-        self.client.connect_async(m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props)
-        self.client.loop_start()
+        connect(self.client, self.settings.mqtt, persistent=True)
         self._thread = threading.Thread(target=self._run, name="edge-publisher", daemon=True)
         self._thread.start()
 
