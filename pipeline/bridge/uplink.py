@@ -38,7 +38,7 @@ from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.validation import validate_uplink
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client
-from pipeline.operators.schema import Acks, Event, Rejected, encode_acks
+from pipeline.operators.schema import Acks, Event, Rejected, decode_event, encode_acks
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -252,6 +252,12 @@ class Uplink:
             value = item.payload
             headers = [("event_id", result.id.encode()), ("site", result.site.encode())]
         else:
+            if result.reason == "future_ts":
+                # Its site/cam match the topic and it decodes: the dead-letter record is this
+                # event's durable outcome, so its seq is acknowledged to the edge below. Otherwise
+                # a node with a skewed clock would replay it until its outbox age cap.
+                decoded = decode_event(item.payload, self._settings.mqtt.max_payload_bytes)
+                item.event = decoded if isinstance(decoded, Event) else None
             topic, key = kafka.dead_letter_topic, item.topic.encode()
             value = self._dead_letter(item, result, now_ms)
             headers = [("reason", result.reason.encode())]
@@ -301,6 +307,8 @@ class Uplink:
             self.acks.add(result.site, result.cam, result.seq)
             self._metrics.inc("bridge_uplink_produced", help="Events Kafka acknowledged.")
         else:
+            if item.event is not None:
+                self.acks.add(item.event.site, item.event.cam, item.event.seq)
             self._metrics.inc(
                 "dead_letters", help="Records sent to the dead-letter topic.", reason=result.reason,
                 source="mqtt",

@@ -109,7 +109,8 @@ def test_rejects_go_to_dead_letter_and_bridge_keeps_forwarding(make_settings: Ca
         "camera_mismatch": encode_event(make_event("cam-2", 2)),  # cam-2's event on cam-1's topic
         "future_ts": encode_event(make_event("cam-1", 3, ts=int(time.time() * 1000) + 3_600_000)),
     }
-    with running_bridge(settings) as bridge, mqtt_peer(settings) as edge:
+    acks_topic = Topics(settings.mqtt.topic_prefix).camera(SITE, "cam-1", Kind.ACKS)
+    with running_bridge(settings) as bridge, mqtt_peer(settings, acks_topic) as edge:
         for payload in bad.values():
             edge.publish(topic, payload)
         edge.publish(topic, encode_event(good))
@@ -130,6 +131,18 @@ def test_rejects_go_to_dead_letter_and_bridge_keeps_forwarding(make_settings: Ca
         for reason in bad:
             assert bridge.metrics.counter("dead_letters", reason=reason, source="mqtt") == 1
         assert _wait(lambda: bridge.uplink.inflight == 0)  # rejects are acked to MQTT too
+
+        def acked() -> set[int]:
+            out: set[int] = set()
+            for m in edge.received(acks_topic):
+                for lo, hi in decode_acks(m.payload).ranges:  # type: ignore[union-attr]
+                    out.update(range(lo, hi + 1))
+            return out
+
+        # The good event and the dead-lettered future-stamped one (its outcome is durable) are
+        # released from cam-1's outbox; cam-2's seq 2 sent on cam-1's topic is not cam-1's to ack.
+        assert edge.wait_for(lambda _: acked() >= {1, 3}, 10)
+        assert 2 not in acked()
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed")
