@@ -1,15 +1,19 @@
-"""Test helpers that need no broker: a fake clock and scripted object motion.
+"""Test helpers that need no broker: a fake clock, scripted object motion, polling, clip cutting.
 
-Importable by any test tier; nothing here does I/O.
+Importable by any test tier (and the benchmarks); only :func:`cut_clip` touches files.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.operators.schema import Box
+from pipeline.settings import SAMPLE_CLIP
 
 
 @dataclass
@@ -63,3 +67,39 @@ def scripted_track(
         x1, y1, x2, y2 = (min(max(float(c), 0.0), 1.0) for c in (x1, y1, x2, y2))
         out.append((t0_ms + round(t_s * 1000), (x1, y1, max(x1, x2), max(y1, y2))))
     return out
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float = 10.0, step_s: float = 0.05) -> bool:
+    """Poll ``pred`` until it holds or ``timeout_s`` passes; the last answer is returned."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step_s)
+    return pred()
+
+
+def cut_clip(dst: Path, start: int, count: int, src: Path = SAMPLE_CLIP) -> Path:
+    """Write frames ``start .. start+count`` of ``src`` to ``dst`` (mp4v, same fps and size)."""
+    import cv2  # the edge and cloud extras both carry OpenCV; operators tests need none
+
+    cap = cv2.VideoCapture(str(src))
+    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    writer = None
+    try:
+        for _ in range(count):
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if writer is None:
+                size = (frame.shape[1], frame.shape[0])
+                writer = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"mp4v"), fps, size)
+            writer.write(frame)
+    finally:
+        cap.release()
+        if writer is not None:
+            writer.release()
+    if writer is None:
+        raise ValueError(f"no frames at {start} in {src}")
+    return dst

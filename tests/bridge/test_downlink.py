@@ -12,6 +12,7 @@ from kafka import KafkaProducer
 
 from pipeline.operators.schema import Alert, decode_alert, encode_alert
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 pytestmark = pytest.mark.integration
@@ -81,7 +82,7 @@ def test_config_becomes_retained_and_bad_records_are_dead_lettered(
             producer.send(settings.kafka.config_topic, key=b"cam-7", value=bad_config)
             producer.flush()
             dead = read_topic(settings, settings.kafka.dead_letter_topic, min_count=2, settle_s=0.3)
-            assert deadline_until(lambda: bridge.metrics.counter("bridge_downlink_forwarded", kind="config") == 1)
+            assert wait_until(lambda: bridge.metrics.counter("bridge_downlink_forwarded", kind="config") == 1)
         # Bridge stopped: a subscriber that comes later still gets the config (retained).
         with mqtt_peer(settings, topics.camera(SITE, "cam-7", Kind.CONFIG)) as edge:
             assert edge.wait_for(lambda msgs: len(msgs) >= 1, 5)
@@ -95,12 +96,3 @@ def test_config_becomes_retained_and_bad_records_are_dead_lettered(
         assert {v["reason"] for v in values} == {"missing_field", "bad_field"}
     finally:
         producer.close()
-
-
-def deadline_until(pred: Callable[[], bool], timeout_s: float = 10) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()

@@ -28,6 +28,7 @@ from pipeline.local_stack.tansu import TansuProcess
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, decode_event, encode_event
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -128,7 +129,7 @@ def test_kafka_outage_holds_messages_in_mosquitto(
         ensure_topics(settings.kafka)
         got = seqs_in_kafka(settings, 70, timeout_s=60)
         assert {s for _, s in got} >= set(range(10, 80))
-        assert _wait(lambda: bridge.uplink.inflight == 0, 10)
+        assert wait_until(lambda: bridge.uplink.inflight == 0, 10)
         assert bridge.healthy()
 
 
@@ -150,14 +151,14 @@ def test_mqtt_broker_restart_bridge_reconnects(
         broker.restart()  # SIGTERM: Mosquitto saves sessions, then starts on the same port
         # The bridge notices the drop and resubscribes; what a publisher sends in between is the
         # edge outbox's job (replayed until acked: tests/faults), not this test's.
-        assert _wait(lambda: not bridge.uplink.subscribed.is_set(), 15), "bridge did not notice the restart"
+        assert wait_until(lambda: not bridge.uplink.subscribed.is_set(), 15), "bridge did not notice the restart"
         assert bridge.uplink.subscribed.wait(30), "bridge did not resubscribe after the broker restart"
         with mqtt_peer(settings) as edge:
             for seq in range(50, 100):
                 edge.publish(events_topic(settings, "cam-1"), encode_event(make_event("cam-1", seq)))
         got = seqs_in_kafka(settings, 100)
         assert set(got) == {("cam-1", s) for s in range(100)}
-        assert _wait(bridge.healthy, 10)
+        assert wait_until(bridge.healthy, 10)
 
 
 def test_two_bridges_share_the_load(make_settings: Callable[..., Settings]) -> None:
@@ -173,12 +174,3 @@ def test_two_bridges_share_the_load(make_settings: Callable[..., Settings]) -> N
     assert set(got) == {(cam, s) for s in range(n) for cam in cams}
     assert sum(share) == n * len(cams)
     assert min(share) > 0.2 * n * len(cams), f"load not split: {share}"
-
-
-def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()

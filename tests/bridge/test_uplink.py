@@ -23,6 +23,7 @@ from bridge_helpers import (
 
 from pipeline.operators.schema import decode_acks, decode_event, encode_event
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 pytestmark = pytest.mark.integration
@@ -64,7 +65,7 @@ def test_events_reach_kafka_in_order_with_key_and_headers(make_settings: Callabl
             assert seqs[cam] == expected, f"{cam} out of order"
         assert bridge.metrics.counter("bridge_uplink_produced") == total
         assert bridge.metrics.counter("dead_letters") == 0
-        assert _wait(lambda: bridge.uplink.inflight == 0)
+        assert wait_until(lambda: bridge.uplink.inflight == 0)
 
 
 def test_acks_cover_every_published_seq(make_settings: Callable[..., Settings]) -> None:
@@ -130,7 +131,7 @@ def test_rejects_go_to_dead_letter_and_bridge_keeps_forwarding(make_settings: Ca
         assert base64.b64decode(by_reason["not_json"]["payload_b64"]) == b"{not json"
         for reason in bad:
             assert bridge.metrics.counter("dead_letters", reason=reason, source="mqtt") == 1
-        assert _wait(lambda: bridge.uplink.inflight == 0)  # rejects are acked to MQTT too
+        assert wait_until(lambda: bridge.uplink.inflight == 0)  # rejects are acked to MQTT too
 
         def acked() -> set[int]:
             out: set[int] = set()
@@ -168,12 +169,3 @@ def test_kcat_reads_the_events_topic(make_settings: Callable[..., Settings]) -> 
     lines = [ln for ln in out.stdout.splitlines() if ln.strip()]
     assert len(lines) == 5
     assert all(ln.startswith("cam-1 ") and "event_id=" in ln for ln in lines)
-
-
-def _wait(pred: Callable[[], bool], timeout_s: float = 10) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()

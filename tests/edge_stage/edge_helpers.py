@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
@@ -25,24 +24,6 @@ HAVE_CENTERNET = (MODELS_DIR / "centernet_fp32.tflite").is_file()
 needs_centernet = pytest.mark.skipif(not HAVE_CENTERNET, reason="centernet_fp32.tflite not built yet")
 needs_clip = pytest.mark.skipif(not SAMPLE_CLIP.is_file(), reason="samples/vtest_clip.mp4 missing")
 FAST_DETECTOR = "centernet" if HAVE_CENTERNET else "hog"
-
-
-def cut_clip(dst: Path, start: int, count: int, src: Path = SAMPLE_CLIP) -> Path:
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    writer = None
-    for _ in range(count):
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if writer is None:
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-        writer.write(frame)
-    cap.release()
-    assert writer is not None
-    writer.release()
-    return dst
 
 
 MakeEdgeSettings = Callable[..., Settings]

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edge_helpers import Collector, cut_clip
+from edge_helpers import Collector
 
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.ports import free_port
 from pipeline.operators.schema import encode_event
 from pipeline.settings import Settings
+from pipeline.testing import cut_clip
 from pipeline.topics import Kind, Topics
 
 pytestmark = pytest.mark.integration

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from loop_helpers import cut_clip
 
 from pipeline.settings import SAMPLE_CLIP
+from pipeline.testing import cut_clip
 
 
 @pytest.fixture(scope="session")

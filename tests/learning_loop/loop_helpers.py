@@ -12,37 +12,18 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pipeline.edge_stage.detectors.tflite_centernet import MODELS_DIR
 from pipeline.model_registry.registry import ModelRegistry
 from pipeline.operators.schema import Acks, Event, decode_event, encode_acks
-from pipeline.settings import SAMPLE_CLIP, Settings
+from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
 INT8 = MODELS_DIR / "centernet_int8.tflite"
 FP32 = MODELS_DIR / "centernet_fp32.tflite"
 DEFAULT_INT8_TAG = "centernet-int8@human-models-3.0.4"
-
-
-def cut_clip(dst: Path, start: int, count: int, src: Path = SAMPLE_CLIP) -> Path:
-    cap = cv2.VideoCapture(str(src))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    writer = None
-    for _ in range(count):
-        ok, frame = cap.read()
-        if not ok:
-            break
-        if writer is None:
-            writer = cv2.VideoWriter(str(dst), cv2.VideoWriter.fourcc(*"mp4v"), fps, (frame.shape[1], frame.shape[0]))
-        writer.write(frame)
-    cap.release()
-    assert writer is not None
-    writer.release()
-    return dst
 
 
 def registry_with_versions(root: Path) -> ModelRegistry:
