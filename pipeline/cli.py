@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "pipeline.model_server.command",  # model-server
     "pipeline.local_stack.command",  # stack up/down/status
     "pipeline.alerts_command",  # alerts (subscribe and print)
+    "pipeline.chaos.command",  # chaos (fault scenarios and fuzzing, with a table)
     "pipeline.model_registry.command",  # models add/list/serve/publish
     "pipeline.hard_examples.command",  # report hard-examples / coco
 )

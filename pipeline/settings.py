@@ -213,6 +213,13 @@ class BridgeSettings(Section):
         "bridges", description="MQTT 5 shared subscription group; None subscribes directly."
     )
     max_inflight: int = Field(1000, ge=1, description="MQTT messages taken but not yet acked by Kafka.")
+    persistent_session: bool | None = Field(
+        None,
+        description="Keep the uplink's MQTT session while away. Default: only without a shared group. With a"
+        " $share group, Mosquitto 2.0 keeps routing the group's messages into a dead member's session and a"
+        " session restored after a broker crash can stop receiving; the edge outbox replays whatever was not"
+        " acknowledged from Kafka, so a clean session loses nothing and fails over in ~ack_timeout_s.",
+    )
     ack_interval_ms: int = Field(200, ge=10, description="How often acknowledged seqs go to the edge.")
     linger_ms: int = Field(5, ge=0)
     batch_size: int = Field(64 * 1024, ge=1024)

@@ -97,17 +97,25 @@ class Uplink:
 
     def start(self) -> None:
         m = self._settings.mqtt
+        persistent = self.persistent_session
         self._client.connect_async(
             m.host,
             m.port,
             keepalive=m.keepalive_s,
-            clean_start=False,
+            clean_start=not persistent,
             properties=connect_properties(
-                session_expiry_s=m.session_expiry_s, receive_maximum=self._bridge.max_inflight
+                session_expiry_s=m.session_expiry_s if persistent else None,
+                receive_maximum=self._bridge.max_inflight,
             ),
         )
         self._client.loop_start()
         self._worker.start()
+
+    @property
+    def persistent_session(self) -> bool:
+        """See ``BridgeSettings.persistent_session``: by default only without a shared group."""
+        configured = self._bridge.persistent_session
+        return configured if configured is not None else not self._bridge.shared_group
 
     def stop_taking(self) -> None:
         """Stop sending new records to Kafka; what is already sent still gets acked."""

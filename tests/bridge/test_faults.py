@@ -47,7 +47,9 @@ def seqs_in_kafka(settings: Settings, min_count: int, timeout_s: float = 30) -> 
 
 
 def test_graceful_restart_mid_stream_loses_nothing(make_settings: Callable[..., Settings]) -> None:
-    settings = bridge_settings(make_settings)
+    # A raw publisher here, no edge outbox: what Mosquitto holds for the bridge while it restarts
+    # is kept by its persistent session (off by default with a shared group: see BridgeSettings).
+    settings = bridge_settings(make_settings, persistent_session=True)
     n = 300
     with mqtt_peer(settings) as edge:
         with running_bridge(settings):
@@ -64,7 +66,7 @@ def test_graceful_restart_mid_stream_loses_nothing(make_settings: Callable[..., 
 
 
 def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
-    settings = bridge_settings(make_settings, health_port=free_port())
+    settings = bridge_settings(make_settings, health_port=free_port(), persistent_session=True)
     config = tmp_path / "bridge.yaml"
     config.write_text(settings.to_yaml())
     bridge = PipelineService("bridge", tmp_path / "bridge", config, ["bridge"], READY, start_timeout_s=60)
@@ -106,7 +108,7 @@ def test_kafka_outage_holds_messages_in_mosquitto(
     make_settings: Callable[..., Settings], make_kafka_broker: Callable[..., TansuProcess]
 ) -> None:
     kafka = make_kafka_broker()
-    settings = bridge_settings(make_settings, max_inflight=20)
+    settings = bridge_settings(make_settings, max_inflight=20, persistent_session=True)
     settings = settings.model_copy(
         update={"kafka": settings.kafka.model_copy(update={"bootstrap_servers": kafka.bootstrap})}
     )
@@ -174,3 +176,16 @@ def test_two_bridges_share_the_load(make_settings: Callable[..., Settings]) -> N
     assert set(got) == {(cam, s) for s in range(n) for cam in cams}
     assert sum(share) == n * len(cams)
     assert min(share) > 0.2 * n * len(cams), f"load not split: {share}"
+
+
+def test_shared_group_uses_a_clean_session_by_default(make_settings: Callable[..., Settings]) -> None:
+    """A dead member's persistent $share session would keep swallowing its share of the events
+    (Mosquitto 2.0); with a clean session the live bridges get everything at once."""
+    shared = bridge_settings(make_settings)
+    direct = bridge_settings(make_settings, shared_group=None)
+    forced = bridge_settings(make_settings, persistent_session=True)
+    with running_bridge(shared, ready=False) as a, running_bridge(direct, ready=False) as b:
+        assert a.uplink.persistent_session is False
+        assert b.uplink.persistent_session is True
+    with running_bridge(forced, ready=False) as c:
+        assert c.uplink.persistent_session is True

@@ -30,10 +30,11 @@ def test_mosquitto_sigkill_and_restart(chaos_env: ChaosEnv) -> None:
     check(SCENARIOS["mosquitto-crash"](chaos_env, N))
 
 
-def test_link_down_outbox_drains_in_order(chaos_env: ChaosEnv) -> None:
-    result = SCENARIOS["link-down"](chaos_env, N)
-    check(result)
-    assert not any("out of seq order" in n for n in result.notes), result.notes
+def test_link_down_outbox_drains(chaos_env: ChaosEnv) -> None:
+    # The outbox publishes in seq order, but per-camera order in Kafka is not asserted: after a
+    # broker restart Mosquitto may deliver new messages ahead of ones queued in the bridge's
+    # session (docs/faults.md, findings); the scenario reports such inversions in its notes.
+    check(SCENARIOS["link-down"](chaos_env, N))
 
 
 def test_edge_killed_with_full_outbox_resumes(chaos_env: ChaosEnv) -> None:
