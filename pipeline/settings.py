@@ -119,10 +119,20 @@ class ModelRef(Section):
     url: str = Field(..., pattern=r"^https?://", description="Where the edge downloads the file (HTTP, Range resume).")
     labels: str = Field("coco80", description="Label set of the model's class ids (only coco80 is known).")
     min_edge_version: str = Field("0", description="Oldest edge software version that can run it.")
+    signature: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{64}$",
+        description="HMAC-SHA256 (hex) of the reference with the fleet's signing key; required by an edge"
+        " that has edge.model_signing_key set.",
+    )
 
     @property
     def tag(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def signed_text(self) -> bytes:
+        """What the signature covers: identity, content hash and size (the URL may move)."""
+        return f"pipeline-model-v1\n{self.name}\n{self.version}\n{self.sha256}\n{self.size}".encode()
 
 
 class CameraSettings(Section):
@@ -141,9 +151,7 @@ class CameraSettings(Section):
     masks: list[list[Point]] = Field(
         default_factory=list, description="Polygons (normalised x,y) where motion is ignored."
     )
-    motion_threshold: float = Field(
-        0.002, ge=0, le=1, description="Share of changed pixels that counts as motion."
-    )
+    motion_threshold: float = Field(0.002, ge=0, le=1, description="Share of changed pixels that counts as motion.")
     crops: bool = Field(True, description="Attach a small JPEG crop to track_started events.")
     crop_max_bytes: int = Field(16 * 1024, ge=1024, le=60 * 1024, description="JPEG crop size cap.")
     blur_faces: bool = Field(False, description="Blur faces in crops before they leave the node.")
@@ -191,6 +199,11 @@ class EdgeSettings(Section):
     )
     model_max_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest model file the edge downloads; bigger ones are refused."
+    )
+    model_signing_key: SecretStr | None = Field(
+        None,
+        description="When set, a model reference must carry a valid HMAC-SHA256 signature with this key, or it is"
+        " refused before anything is downloaded (set it from the environment).",
     )
     model_download_timeout_s: float = Field(30.0, gt=0, description="Socket timeout of one model download request.")
     model_download_attempts: int = Field(
@@ -314,6 +327,10 @@ class RegistrySettings(Section):
         description="URL the edges download from (put in the model reference); default http://<host>:<port>.",
     )
 
+    signing_key: SecretStr | None = Field(
+        None, description="Shared key that signs published model references (HMAC-SHA256); set it from the environment."
+    )
+
     def url(self) -> str:
         return (self.base_url or f"http://{self.host}:{self.port}").rstrip("/")
 
@@ -348,9 +365,7 @@ class LocalStackSettings(Section):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="PIPELINE_", env_nested_delimiter="__", extra="forbid", frozen=True
-    )
+    model_config = SettingsConfigDict(env_prefix="PIPELINE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
     mqtt: MqttSettings = MqttSettings()
     kafka: KafkaSettings = KafkaSettings()
@@ -392,7 +407,12 @@ class Settings(BaseSettings):
     def to_yaml(self) -> str:
         """Serialise (secrets included) for child processes of the local stack."""
         data = self.model_dump(mode="json")
-        for section, field in (("mqtt", "password"), ("kafka", "sasl_password")):
+        for section, field in (
+            ("mqtt", "password"),
+            ("kafka", "sasl_password"),
+            ("edge", "model_signing_key"),
+            ("registry", "signing_key"),
+        ):
             secret = getattr(getattr(self, section), field)
             if secret is not None:
                 data[section][field] = secret.get_secret_value()
@@ -431,4 +451,3 @@ def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Se
         raise ConfigError(f"invalid settings: {exc}") from exc
     finally:
         _config_file.reset(token)
-

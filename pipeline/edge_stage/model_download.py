@@ -18,6 +18,7 @@ import urllib.request
 from importlib import metadata
 from pathlib import Path
 
+from pipeline.model_signing import signature_problem
 from pipeline.operators.schema import Rejected
 from pipeline.settings import EdgeSettings, ModelRef
 
@@ -61,6 +62,7 @@ class ModelStore:
         self.timeout_s = edge.model_download_timeout_s
         self.attempts = edge.model_download_attempts
         self.keep = edge.model_keep_versions
+        self.signing_key = edge.model_signing_key
         self.stop = stop or threading.Event()
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
@@ -79,6 +81,9 @@ class ModelStore:
             return Rejected("too_large", f"{ref.size} bytes > edge.model_max_bytes {self.max_bytes}")
         if not version_at_least(edge_version(), ref.min_edge_version):
             return Rejected("edge_too_old", f"needs edge >= {ref.min_edge_version}, this is {edge_version()}")
+        problem = signature_problem(ref, self.signing_key)
+        if problem is not None:  # before any byte is fetched, let alone loaded
+            return Rejected("bad_signature", problem)
         path = self.path_for(ref)
         with self._file_lock(path):
             if path.is_file():

@@ -12,6 +12,7 @@ from typing import Any
 
 from pipeline.cli_support import add_override
 from pipeline.errors import ConfigError
+from pipeline.model_signing import signed
 from pipeline.settings import EdgeSettings, Settings
 
 HELP = """\
@@ -146,7 +147,9 @@ def publish_records(
     else:
         if not name or not version:
             raise ConfigError("give NAME VERSION, or --default")
-        ref = model_ref(_registry(settings).get(name, version), settings.registry.url())
+        ref = signed(
+            model_ref(_registry(settings).get(name, version), settings.registry.url()), settings.registry.signing_key
+        )
     candidates = cameras if cameras else sorted(discover_cameras(settings, site))
     if not candidates:
         raise ConfigError(f"no cameras: give --cameras, or no camera of site {site} has a retained status")

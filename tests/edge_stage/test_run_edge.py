@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from edge_helpers import Collector
+from mjpeg_stream import MjpegCamera
 
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.ports import free_port
@@ -155,3 +156,34 @@ def test_truncated_file_fails_cleanly(
     summary = run_edge(settings, threading.Event())
     assert summary.events == 0
     assert collector.wait_for(lambda: any(s["state"] == "failed" for s in _status(collector, settings)))
+
+
+def test_network_stream_that_stops_is_reopened(
+    edge_settings: Callable[..., Settings], collector_for: Callable[..., Collector]
+) -> None:
+    """A live HTTP (MJPEG) camera: frames become events; the stream dies -> reconnecting; it
+    comes back -> online and detecting again, with no restart of the node."""
+    camera = MjpegCamera(free_port()).start()
+    settings = edge_settings([{"id": "cam-1", "source": camera.url, "detect_fps": 2.0}])
+    collector = collector_for(settings, ack=True)
+    events_topic = Topics(settings.mqtt.topic_prefix).camera("s1", "cam-1", Kind.EVENTS)
+
+    def max_seq() -> int:
+        return max((json.loads(p)["seq"] for p in collector.payloads(events_topic)), default=-1)
+
+    bg = Background(settings)
+    try:
+        assert collector.wait_for(lambda: any(s["state"] == "online" for s in _status(collector, settings)), 30)
+        assert collector.wait_for(lambda: len(collector.payloads(events_topic)) >= 2, 40), "no events from the stream"
+        camera.stop()
+        assert collector.wait_for(
+            lambda: any(s["state"] == "reconnecting" for s in _status(collector, settings)), 40
+        ), "a dead stream must be reported"
+        before = max_seq()
+        camera.start()
+        assert collector.wait_for(lambda: _status(collector, settings)[-1]["state"] == "online", 60)
+        assert camera.clients >= 2, "the node opened the stream again"
+        assert collector.wait_for(lambda: max_seq() > before, 40), "no new events after the stream came back"
+    finally:
+        bg.finish()
+        camera.stop()

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from loop_helpers import DEFAULT_INT8_TAG, INT8, registry_with_versions
+from pydantic import SecretStr
 
 from pipeline.cloud_stage.verification import CropDetection, Verdict
 from pipeline.edge_stage.detectors.base import Detector
@@ -23,6 +24,7 @@ from pipeline.model_registry.command import publish_records
 from pipeline.model_registry.file_server import RegistryServer
 from pipeline.model_registry.registry import ModelRegistry, model_ref
 from pipeline.model_registry.rollout import bucket, select_cameras
+from pipeline.model_signing import signed
 from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import EdgeSettings, Settings
 
@@ -109,6 +111,27 @@ def test_store_resumes_and_rejects(served: tuple[ModelRegistry, RegistryServer],
     assert isinstance(got, Rejected) and got.reason == "download_failed" and "404" in got.detail
     newer = ref.model_copy(update={"version": "8", "min_edge_version": "99.0"})
     assert isinstance(r := store.fetch(newer), Rejected) and r.reason == "edge_too_old"
+
+
+def test_signed_references_only_when_a_key_is_set(served: tuple[ModelRegistry, RegistryServer], tmp_path: Path) -> None:
+    reg, server = served
+    key = SecretStr("fleet-key")
+    store = ModelStore(EdgeSettings(model_dir=tmp_path / "signed", model_signing_key=key))
+    plain = model_ref(reg.get("centernet", "2"), server.url)
+    before = len(server.requests)
+    unsigned = store.fetch(plain)
+    assert isinstance(unsigned, Rejected) and unsigned.reason == "bad_signature" and "unsigned" in unsigned.detail
+    forged = signed(plain, SecretStr("another-key"))
+    assert isinstance(r := store.fetch(forged), Rejected) and r.reason == "bad_signature"
+    # A valid signature moved onto another file's hash does not verify either.
+    good = signed(plain, key)
+    tampered = good.model_copy(update={"sha256": "2" * 64})
+    assert isinstance(r := store.fetch(tampered), Rejected) and r.reason == "bad_signature"
+    assert len(server.requests) == before, "nothing is downloaded for a reference that fails its signature"
+    path = store.fetch(good)
+    assert isinstance(path, Path) and file_sha256(path) == good.sha256
+    # Without a key configured the edge takes unsigned references (sha256 still checked).
+    assert isinstance(ModelStore(EdgeSettings(model_dir=tmp_path / "plain")).fetch(plain), Path)
 
 
 class Flaky(Detector):
