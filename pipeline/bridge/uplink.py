@@ -82,6 +82,8 @@ class Uplink:
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
+        # Bounded by the MQTT Receive Maximum (bridge.max_inflight): the broker sends no more
+        # until we ack, and we ack only after Kafka did.
         self._inbox: deque[_Taken] = deque()
         self._retry: list[tuple[int, _Taken]] = []  # heap by arrival order
         self._order = itertools.count()
