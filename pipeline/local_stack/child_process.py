@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Self
 
 from pipeline.errors import LocalStackError
-from pipeline.local_stack.ports import LOOPBACK, wait_port_closed
+from pipeline.local_stack.ports import LOOPBACK, free_port, wait_port_closed
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ class ChildProcess:
     def __init__(
         self,
         data_dir: Path,
-        port: int,
+        port: int | None,
         *,
         host: str = LOOPBACK,
         start_timeout_s: float = 30.0,
@@ -37,7 +37,7 @@ class ChildProcess:
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.host = host
-        self.port = port
+        self.port = port if port is not None else free_port(host)  # None: any free loopback port
         self.start_timeout_s = start_timeout_s
         self.stop_timeout_s = stop_timeout_s
         # Detached children get their own session: `pipeline stack up` exits and leaves them

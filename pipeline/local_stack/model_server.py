@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from pipeline.local_stack.child_process import ChildProcess
-from pipeline.local_stack.ports import LOOPBACK, free_port, port_open
+from pipeline.local_stack.ports import LOOPBACK, port_open
 
 
 class ModelServerProcess(ChildProcess):
@@ -30,7 +30,7 @@ class ModelServerProcess(ChildProcess):
     ) -> None:
         super().__init__(
             data_dir,
-            port if port is not None else free_port(host),
+            port,
             host=host,
             start_timeout_s=start_timeout_s,
             stop_timeout_s=stop_timeout_s,

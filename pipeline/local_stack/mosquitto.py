@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.errors import LocalStackError
 from pipeline.local_stack.child_process import ChildProcess
-from pipeline.local_stack.ports import LOOPBACK, free_port, port_open
+from pipeline.local_stack.ports import LOOPBACK, port_open
 
 # Mosquitto's default (1000) silently drops messages queued for an offline persistent client
 # beyond it (FACTS.md); an edge node offline for minutes queues more than that.
@@ -63,7 +63,7 @@ class MosquittoProcess(ChildProcess):
     ) -> None:
         super().__init__(
             data_dir,
-            port if port is not None else free_port(host),
+            port,
             host=host,
             start_timeout_s=start_timeout_s,
             stop_timeout_s=stop_timeout_s,

@@ -14,7 +14,7 @@ from kafka.errors import KafkaError
 
 from pipeline.errors import LocalStackError
 from pipeline.local_stack.child_process import ChildProcess
-from pipeline.local_stack.ports import LOOPBACK, free_port, port_open
+from pipeline.local_stack.ports import LOOPBACK, port_open
 
 
 def tansu_binary() -> str:
@@ -44,7 +44,7 @@ class TansuProcess(ChildProcess):
     ) -> None:
         super().__init__(
             data_dir,
-            port if port is not None else free_port(host),
+            port,
             host=host,
             start_timeout_s=start_timeout_s,
             stop_timeout_s=stop_timeout_s,
