@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.alerts_subscriber import AlertSubscriber
-from pipeline.chaos.rig import ChaosEnv, read_events, wait_until
+from pipeline.chaos.rig import ChaosEnv, read_events
 from pipeline.chaos.scripted_edge import ScriptedEdge, child_args, outbox_progress
 from pipeline.chaos.stream import ScriptedStream
 from pipeline.chaos.tcp_proxy import TcpProxy
@@ -29,6 +29,7 @@ from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.kafka_topics import ensure_topics
 from pipeline.local_stack.model_server import ModelServerProcess
 from pipeline.settings import REPO_ROOT, Settings
+from pipeline.testing import wait_until
 
 log = logging.getLogger(__name__)
 

@@ -14,10 +14,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pipeline.chaos.rig import ChaosEnv, wait_until
+from pipeline.chaos.rig import ChaosEnv
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.ports import free_port
 from pipeline.settings import SAMPLE_CLIP, Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -11,10 +11,11 @@ from collections import Counter
 import pytest
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-from pipeline.chaos.rig import ChaosEnv, read_events, wait_until
+from pipeline.chaos.rig import ChaosEnv, read_events
 from pipeline.chaos.stream import ScriptedStream
 from pipeline.operators.schema import encode_event
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]

@@ -4,7 +4,6 @@ cut from the sample video, and an MQTT collector that can play the bridge (acks)
 from __future__ import annotations
 
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pipeline.edge_stage.detectors.tflite_centernet import MODELS_DIR
 from pipeline.operators.schema import Acks, Event, decode_event, encode_acks
 from pipeline.settings import SAMPLE_CLIP, Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 HAVE_CENTERNET = (MODELS_DIR / "centernet_fp32.tflite").is_file()
@@ -104,12 +104,7 @@ class Collector:
             return [p for t, p, _ in self.messages if t == topic]
 
     def wait_for(self, pred: Callable[[], bool], timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if pred():
-                return True
-            time.sleep(0.05)
-        return pred()
+        return wait_until(pred, timeout)
 
     def stop(self) -> None:
         if self.client is not None:

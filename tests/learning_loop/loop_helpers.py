@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,7 @@ from pipeline.edge_stage.detectors.tflite_centernet import MODELS_DIR
 from pipeline.model_registry.registry import ModelRegistry
 from pipeline.operators.schema import Acks, Event, decode_event, encode_acks
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 INT8 = MODELS_DIR / "centernet_int8.tflite"
@@ -39,12 +39,7 @@ def registry_with_versions(root: Path) -> ModelRegistry:
 
 
 def wait_for(pred: Callable[[], bool], timeout: float = 30.0, every: float = 0.1) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(every)
-    return pred()
+    return wait_until(pred, timeout, every)
 
 
 class Listener:

@@ -4,7 +4,6 @@ real model files, a real HTTP server on loopback, no brokers."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from pipeline.model_registry.rollout import bucket, select_cameras
 from pipeline.model_signing import signed
 from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import EdgeSettings, Settings
+from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -158,7 +158,7 @@ def test_smoke_test_and_rollback_after_failures(served: tuple[ModelRegistry, Reg
     models = CameraModels("cam-1", edge, ModelStore(edge), lambda: real, lambda *a: reports.append(a))
     assert models.start(real).tag == DEFAULT_INT8_TAG
     models.request(model_ref(reg.get("centernet", "2"), server.url))
-    assert _wait(lambda: models.state == "ready"), models.snapshot()
+    assert wait_until(lambda: models.state == "ready"), models.snapshot()
     new = models.poll()
     assert new is not None and new.tag == "centernet@2" and reports[-1][0] == "active"
     # wrap the real v2 interpreter so that its inference fails from now on
@@ -173,15 +173,6 @@ def test_smoke_test_and_rollback_after_failures(served: tuple[ModelRegistry, Reg
     with pytest.raises(RuntimeError):  # the packaged model failing has nothing to fall back to
         models.on_error(RuntimeError("packaged"))
     models.close()
-
-
-def _wait(pred, timeout: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
-    done = threading.Event()
-    for _ in range(int(timeout * 20)):
-        if pred():
-            return True
-        done.wait(0.05)
-    return bool(pred())
 
 
 def _event(eid: str, label: str = "person") -> Event:

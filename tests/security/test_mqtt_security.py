@@ -31,6 +31,7 @@ from pipeline.local_stack.ports import free_port
 from pipeline.metrics import Registry
 from pipeline.operators.schema import encode_event
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -121,7 +122,7 @@ def test_acls_no_anonymous_and_one_credential_each(secure: tuple[MosquittoProces
         n2.c.subscribe([(topic("cam-1", "config"), 1), (f"{prefix}/site-a/+/config", 1), (topic("cam-1", "events"), 1)])
         al.c.subscribe([(f"{prefix}/+/+/events", 1), (f"{prefix}/alerts", 1)])
         n1.c.subscribe(topic("cam-1", "config"), 1)
-        assert _wait(lambda: any(t == topic("cam-1", "config") for t, _ in n1.messages), 10)
+        assert wait_until(lambda: any(t == topic("cam-1", "config") for t, _ in n1.messages), 10)
         n1.c.publish(topic("cam-1", "events"), encode_event(stream.event(0)), qos=1).wait_for_publish(5)
         time.sleep(2)
         assert n2.messages == [], "node-2 reads neither cam-1's config nor its events"
@@ -195,12 +196,3 @@ def test_tls_clients_verify_the_server(secure: tuple[MosquittoProcess, Settings,
             pub.stop()
             outbox.close()
     assert m.running
-
-
-def _wait(pred: Callable[[], bool], timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return pred()
