@@ -161,6 +161,10 @@ class CameraSettings(Section):
     reopen_attempts: int | None = Field(
         None, ge=1, description="Consecutive failed opens before the camera is 'failed'; None = retry forever."
     )
+    stream_timeout_s: float = Field(
+        10.0, gt=0, le=120,
+        description="Network sources: give up opening, or reading a stalled stream, after this (then reopen).",
+    )  # fmt: skip
     model: ModelRef | None = Field(
         None,
         description="Detector model from the cloud's registry (downloaded, verified, smoke-tested, then"

@@ -279,7 +279,7 @@ def kafka_restart(env: ChaosEnv, n: int) -> ScenarioResult:
     stream = ScriptedStream(n, cams=("cam-1", "cam-2"))
     kafka = env.kafka_broker(private=True)
     settings = env.settings(stream, env.mqtt_broker(), kafka)
-    _cloud_side(env, settings, cloud=False)
+    bridges, _, _ = _cloud_side(env, settings, cloud=False)
     half = n // 2
     edge = ScriptedEdge(settings, stream, rate_per_s=_rate(n, 10)).start()
     try:
@@ -292,8 +292,18 @@ def kafka_restart(env: ChaosEnv, n: int) -> ScenarioResult:
         time.sleep(5.0)  # the edge's ack timeout passes: it replays, the bridge still holds
         depth_down = edge.outbox.depth()
         stalled_ok = depth_down >= n - killed_at
-        kafka.start()
-        ensure_topics(settings.kafka)
+        # The restarted broker is empty and Tansu auto-creates a topic on the first produce; a
+        # bridge faster than ensure_topics would produce into that one, which re-creating the
+        # topic with our partition count then wipes. Apache Kafka keeps its topics over a restart:
+        # hold the bridge (SIGSTOP) only while this stand-in is given its topics back.
+        for b in bridges:
+            b.suspend()
+        try:
+            kafka.start()
+            ensure_topics(settings.kafka)
+        finally:
+            for b in bridges:
+                b.resume()
         recovery = _drain(edge, time.monotonic(), "kafka restart")
     finally:
         edge.close()

@@ -51,12 +51,24 @@ class VideoReader(Protocol):
     def release(self) -> None: ...
 
 
-Opener = Callable[[str], VideoReader]
+Opener = Callable[[str, float], VideoReader]  # (source, network timeout in seconds)
 
 
-def open_cv(source: str) -> VideoReader:
-    """Open a source with OpenCV: a digit string is a V4L2 index, anything else a path or URL."""
-    cap = cv2.VideoCapture(int(source)) if source.isdigit() else cv2.VideoCapture(source)
+def open_cv(source: str, timeout_s: float = 10.0) -> VideoReader:
+    """Open a source with OpenCV: a digit string is a V4L2 index, anything else a path or URL.
+
+    URLs get FFmpeg open and read timeouts: without them a server that accepts the connection
+    and never answers holds the camera thread for FFmpeg's own ~30 s per attempt, and a stream
+    that stalls mid-way blocks ``read()`` until TCP gives up."""
+    if source.isdigit():
+        cap = cv2.VideoCapture(int(source))
+    elif "://" in source:
+        ms = int(timeout_s * 1000)
+        cap = cv2.VideoCapture(
+            source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        )
+    else:
+        cap = cv2.VideoCapture(source)
     return cap  # type: ignore[return-value]  # (stubs type read() with overloads)
 
 
@@ -123,6 +135,7 @@ class Capture:
         on_state: Callable[[SourceState], None] = lambda s: None,
         opener: Opener = open_cv,
         reopen_attempts: int | None = None,
+        stream_timeout_s: float = 10.0,
         backoff: Backoff | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -135,6 +148,7 @@ class Capture:
         self._on_state = on_state
         self._opener = opener
         self._reopen_attempts = reopen_attempts
+        self._stream_timeout_s = stream_timeout_s
         self._backoff = backoff or Backoff()
         self._clock = clock
         self._reader: VideoReader | None = None
@@ -170,7 +184,7 @@ class Capture:
     def _open_once(self) -> VideoReader:
         if self.is_file and not Path(self.source).is_file():
             raise SourceError(f"file not found: {self.source}")
-        reader = self._opener(self.source)
+        reader = self._opener(self.source, self._stream_timeout_s)
         if not reader.isOpened():
             reader.release()
             raise SourceError(f"cannot open source {self.source}")

@@ -14,7 +14,9 @@ the camera (never the frame loop):
 Any failure keeps the running model and is reported (``on_report``: the camera's status topic).
 The model that was replaced stays loaded and its file stays on disk: a config naming it again
 swaps back at once, and ``edge.model_max_failures`` consecutive inference errors of a
-downloaded model restore it automatically. Events carry the active model's ``name@version``.
+downloaded model restore it automatically and quarantine the failed version on disk
+(:mod:`~pipeline.edge_stage.model_quarantine`), so a restart does not try it again while the
+retained config still names it. Events carry the active model's ``name@version``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy as np
 from pipeline.edge_stage.capture import Image
 from pipeline.edge_stage.detectors.base import Detector
 from pipeline.edge_stage.model_download import ModelStore
+from pipeline.edge_stage.model_quarantine import Quarantine
 from pipeline.errors import ModelError
 from pipeline.operators.coco import COCO80
 from pipeline.operators.schema import Rejected
@@ -96,8 +99,10 @@ class CameraModels:
         store: ModelStore,
         make_default: Callable[[], Detector],
         on_report: Report,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self.cam, self.edge, self.store = cam, edge, store
+        self.quarantine = quarantine or Quarantine(edge.model_dir)
         self.make_default = make_default
         self.on_report = on_report
         self._lock = threading.Lock()
@@ -187,6 +192,8 @@ class CameraModels:
             self.failures = 0
             self.state = "rejected"
             self.last_error = f"rolled_back: {active.tag} failed {n} times: {exc!r}"[:300]
+        assert active.ref is not None
+        self.quarantine.add(active.ref, self.cam, f"{n} consecutive inference errors, last {exc!r}")
         log.error("camera %s: model %s failed %d times (%r); restored %s", self.cam, active.tag, n, exc, restored.tag)
         why = f"model {active.tag} rolled back to {restored.tag}: {n} inference errors: {exc!r}"[:300]
         self.on_report("rolled_back", why, restored.tag)
@@ -245,6 +252,10 @@ class CameraModels:
             self.state = "fetching"
         path: Path | None = None
         if ref is not None:
+            quarantined = self.quarantine.reason(ref)
+            if quarantined is not None:
+                self._reject(ref, Rejected("quarantined", f"rolled back on this node earlier: {quarantined}"))
+                return
             if ref.labels != "coco80":
                 self._reject(ref, Rejected("unknown_labels", f"label set {ref.labels!r}; this edge knows coco80"))
                 return

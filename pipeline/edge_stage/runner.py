@@ -291,6 +291,7 @@ class CameraWorker:
             on_state=self._on_source_state,
             opener=self.opener,
             reopen_attempts=camera.reopen_attempts,
+            stream_timeout_s=camera.stream_timeout_s,
         )
         last_ts = 0
         try:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -151,3 +153,19 @@ def read_topic(
         return out
     finally:
         consumer.close()
+
+
+def kcat_env(workdir: Path) -> dict[str, str]:
+    """Environment that runs Debian's kcat binary on the librdkafka bundled in the confluent-kafka
+    wheel (dev extra). Debian 12's librdkafka 2.0.2 misparses Tansu 0.6's ApiVersions v3 reply
+    ("read buffer underflow"); 2.16 talks to it, and librdkafka keeps its ABI across 2.x."""
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    bundled = sorted(libs.glob("librdkafka-*.so.1"))
+    if not bundled:
+        raise RuntimeError(f"no bundled librdkafka under {libs}; is confluent-kafka a manylinux wheel?")
+    libdir = workdir / "librdkafka"
+    libdir.mkdir(exist_ok=True)
+    (libdir / "librdkafka.so.1").symlink_to(bundled[0])
+    return {**os.environ, "LD_LIBRARY_PATH": str(libdir)}

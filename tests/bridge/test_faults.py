@@ -107,6 +107,11 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
 def test_kafka_outage_holds_messages_in_mosquitto(
     make_settings: Callable[..., Settings], make_kafka_broker: Callable[..., TansuProcess]
 ) -> None:
+    # The broker is stopped (SIGSTOP: a hung broker, its port still accepting) rather than killed:
+    # the local Tansu is memory-only, and a restarted empty one races the bridge, which produces
+    # into a topic Tansu auto-creates before the test can re-create it with our partition count
+    # (then the re-creation wipes it). A crash and restart of the broker is the chaos scenario
+    # "kafka-restart"; here the point is the bridge's backpressure while Kafka does not answer.
     kafka = make_kafka_broker()
     settings = bridge_settings(make_settings, max_inflight=20, persistent_session=True)
     settings = settings.model_copy(
@@ -119,19 +124,23 @@ def test_kafka_outage_holds_messages_in_mosquitto(
         for seq in range(10):
             edge.publish(topic, encode_event(make_event("cam-1", seq)))
         assert len(seqs_in_kafka(settings, 10)) == 10
-        kafka.kill()
-        for seq in range(10, 80):
-            edge.publish(topic, encode_event(make_event("cam-1", seq)))
-        time.sleep(3)
-        # Receive Maximum = max_inflight: the broker sent 20, holds the other 50 in the session.
-        assert bridge.uplink.inflight == 20
-        assert metrics.counter("bridge_uplink_received") == 30
-        assert metrics.counter("bridge_uplink_produced") == 10
-        kafka.start()  # memory-only: empty, so the topics come back first
-        ensure_topics(settings.kafka)
-        got = seqs_in_kafka(settings, 70, timeout_s=60)
-        assert {s for _, s in got} >= set(range(10, 80))
-        assert wait_until(lambda: bridge.uplink.inflight == 0, 10)
+        kafka.suspend()
+        try:
+            for seq in range(10, 80):
+                edge.publish(topic, encode_event(make_event("cam-1", seq)))
+            # Receive Maximum = max_inflight: the broker sent 20, holds the other 50 in the session.
+            assert wait_until(lambda: bridge.uplink.inflight == 20, 15), bridge.uplink.inflight
+            time.sleep(2)  # and takes no more while Kafka stays silent
+            assert bridge.uplink.inflight == 20
+            assert metrics.counter("bridge_uplink_produced") == 10
+            # 10 + the window of 20; a loaded machine may see one MQTT reconnect, whose redelivery
+            # of the window counts again. Without the window the bridge would have taken all 80.
+            assert 30 <= metrics.counter("bridge_uplink_received") <= 50
+        finally:
+            kafka.resume()
+        got = seqs_in_kafka(settings, 80, timeout_s=90)
+        assert {s for _, s in got} == set(range(80))
+        assert wait_until(lambda: bridge.uplink.inflight == 0, 30)
         assert bridge.healthy()
 
 

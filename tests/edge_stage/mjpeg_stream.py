@@ -33,8 +33,11 @@ def _jpegs(src: Path, count: int) -> list[bytes]:
 
 
 class MjpegCamera:
-    def __init__(self, port: int, fps: float = 10.0, frames: int = 40, src: Path = SAMPLE_CLIP) -> None:
+    def __init__(
+        self, port: int, fps: float = 10.0, frames: int = 40, src: Path = SAMPLE_CLIP, stall_after: int | None = None
+    ) -> None:
         self.port = port
+        self.stall_after = stall_after  # frames sent per connection, then silence with the socket open
         self.period = 1.0 / fps
         self.frames = _jpegs(src, frames)
         self.url = f"http://127.0.0.1:{port}/stream.mjpg"
@@ -54,6 +57,9 @@ class MjpegCamera:
                 i = 0
                 try:
                     while camera._alive.is_set():
+                        if camera.stall_after is not None and i >= camera.stall_after:
+                            time.sleep(0.05)  # a stalled encoder: connection up, no bytes
+                            continue
                         jpg = camera.frames[i % len(camera.frames)]
                         self.wfile.write(
                             f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpg)}\r\n\r\n".encode()

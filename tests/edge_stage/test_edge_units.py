@@ -122,8 +122,9 @@ def test_corrupt_frames_are_counted_and_skipped(tmp_path: Path) -> None:
     ]
     m = Registry()
     cap = Capture(
-        "c", str(src), detect_fps=lambda: 100.0, stop=threading.Event(), metrics=m, opener=lambda s: FakeReader(frames)
-    )
+        "c", str(src), detect_fps=lambda: 100.0, stop=threading.Event(), metrics=m,
+        opener=lambda s, t: FakeReader(frames),
+    )  # fmt: skip
     got = []
     while (f := cap.next()) is not None:
         got.append(f)
@@ -144,7 +145,7 @@ def test_file_is_sampled_by_timestamp_not_wall_clock(tmp_path: Path) -> None:
         detect_fps=lambda: 2.0,
         stop=threading.Event(),
         metrics=Registry(),
-        opener=lambda s: FakeReader(frames),
+        opener=lambda s, t: FakeReader(frames),
     )
     got = []
     while (f := cap.next()) is not None:

@@ -174,6 +174,21 @@ def test_smoke_test_and_rollback_after_failures(served: tuple[ModelRegistry, Reg
         models.on_error(RuntimeError("packaged"))
     models.close()
 
+    # A restarted node: the retained config still names centernet@2, which is quarantined on
+    # disk and not loaded again; another version is tried normally.
+    reports.clear()
+    again = CameraModels("cam-1", edge, ModelStore(edge), lambda: real, lambda *a: reports.append(a))
+    again.start(real)
+    again.request(model_ref(reg.get("centernet", "2"), server.url))
+    assert wait_until(lambda: again.state == "rejected"), again.snapshot()
+    assert reports[-1][0] == "rejected" and "quarantined" in reports[-1][1] and "inference errors" in reports[-1][1]
+    assert again.poll() is None and again.active is not None and again.active.detector is real
+    again.request(model_ref(reg.get("centernet", "3"), server.url))
+    assert wait_until(lambda: again.state == "ready"), again.snapshot()
+    swapped = again.poll()
+    assert swapped is not None and swapped.tag == "centernet@3"
+    again.close()
+
 
 def _event(eid: str, label: str = "person") -> Event:
     return Event(id=eid, site="s", cam="c", ts=1_700_000_000_000, seq=1, type="track_started", track=1,
