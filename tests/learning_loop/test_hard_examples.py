@@ -123,3 +123,27 @@ def test_disagreements_become_a_dataset_and_a_report(
     assert cli_main(export) == 0
     coco = json.loads(coco_path.read_text())
     assert len(coco["images"]) == len(records) and len(coco["categories"]) == 80
+
+    # Recalibration: the weak edge's 0.05 threshold let junk through that the cloud contradicted;
+    # the suggested threshold is higher, scores better against the cloud's verdicts, and is
+    # published as camera config on the Kafka config topic (the path `pipeline config set` takes).
+    th_out = tmp_path / "thresholds"
+    recal = ["--config", str(config), "report", "thresholds", "--dataset", str(dataset), "--out", str(th_out),
+             "--min-examples", "5", "--publish", "--site", "s1"]  # fmt: skip
+    assert cli_main(recal) == 0
+    (sug,) = json.loads((th_out / "thresholds.json").read_text())
+    assert sug["cam"] == "cam-w" and sug["contradicted"] == sum(r["kind"] == "contradicted" for r in records)
+    assert sug["suggested"] is not None and sug["suggested"] > 0.05, sug["reason"]
+    assert sug["at_suggested"]["f"] > sug["at_lowest"]["f"]
+    assert (th_out / "thresholds.png").stat().st_size > 1000
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(**s.kafka.client_kwargs(), enable_auto_commit=False, consumer_timeout_ms=5000)
+    try:
+        parts = [TopicPartition(s.kafka.config_topic, p) for p in consumer.partitions_for_topic(s.kafka.config_topic)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        configs = [json.loads(m.value) for m in consumer if m.key == b"cam-w"]
+    finally:
+        consumer.close()
+    assert configs and configs[-1]["site"] == "s1" and configs[-1]["config"] == {"min_score": sug["suggested"]}
