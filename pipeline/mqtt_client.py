@@ -46,12 +46,18 @@ def make_client(
     return client
 
 
-def connect_properties(*, session_expiry_s: int | None = None, receive_maximum: int | None = None) -> Properties:
+def connect_properties(
+    *, session_expiry_s: int | None = None, receive_maximum: int | None = None, maximum_packet_size: int | None = None
+) -> Properties:
+    """CONNECT properties. ``maximum_packet_size``: the broker drops (never sends) bigger messages,
+    so a client's read buffer is bounded whatever someone publishes to its subscriptions."""
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     if session_expiry_s is not None:
         props.SessionExpiryInterval = session_expiry_s
     if receive_maximum is not None:
         props.ReceiveMaximum = max(1, min(receive_maximum, 65535))
+    if maximum_packet_size is not None:
+        props.MaximumPacketSize = maximum_packet_size
     return props
 
 

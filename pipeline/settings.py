@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.errors import ConfigError
+from pipeline.operators.chunk_codec import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, MQTT_URL_PATTERN
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CLIP = REPO_ROOT / "samples" / "vtest_clip.mp4"
@@ -116,7 +117,12 @@ class ModelRef(Section):
     version: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Model version in the registry.")
     sha256: str = Field(..., pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the file; checked before loading.")
     size: int = Field(..., ge=1, description="File size in bytes (the download stops beyond it).")
-    url: str = Field(..., pattern=r"^https?://", description="Where the edge downloads the file (HTTP, Range resume).")
+    url: str = Field(
+        ...,
+        pattern=rf"^(https?://|{MQTT_URL_PATTERN}$)",
+        description="Where the edge downloads the file: http(s):// (Range resume) or mqtt://models/<name>/<version>"
+        " (retained chunks on the edge's own broker, under its topic prefix; `pipeline models push-chunks`).",
+    )
     labels: str = Field("coco80", description="Label set of the model's class ids (only coco80 is known).")
     min_edge_version: str = Field("0", description="Oldest edge software version that can run it.")
     signature: str | None = Field(
@@ -209,7 +215,12 @@ class EdgeSettings(Section):
         description="When set, a model reference must carry a valid HMAC-SHA256 signature with this key, or it is"
         " refused before anything is downloaded (set it from the environment).",
     )
-    model_download_timeout_s: float = Field(30.0, gt=0, description="Socket timeout of one model download request.")
+    model_download_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Socket timeout of one model download request; over MQTT, how long without a chunk (or the"
+        " manifest) before the download fails.",
+    )
     model_download_attempts: int = Field(
         5, ge=1, description="Download attempts (each resumes with an HTTP Range request) before giving up."
     )
@@ -304,6 +315,12 @@ class CloudSettings(Section):
     dedupe_max_per_camera: int = Field(
         20_000, ge=10, description="Event ids remembered per camera; the oldest are forgotten beyond it."
     )
+    track_state_ttl_s: float = Field(
+        300.0, gt=0,
+        description="Forget a track's rule state and verdict after this long without any event of it (event"
+        " time): its track_ended was lost (edge crash, dead-lettered). Keep it well above"
+        " edge.keepalive_event_s.",
+    )  # fmt: skip
     single_record_batches: bool = Field(
         True,
         description="Produce one record per batch. Tansu 0.6 answers ListOffsets(latest) with the last"
@@ -333,6 +350,17 @@ class RegistrySettings(Section):
 
     signing_key: SecretStr | None = Field(
         None, description="Shared key that signs published model references (HMAC-SHA256); set it from the environment."
+    )
+    via: Literal["http", "mqtt"] = Field(
+        "http",
+        description="How `pipeline models publish` offers a version: 'http' (registry.base_url) or 'mqtt' (retained"
+        " chunks on the broker, for sites that reach only the broker).",
+    )
+    chunk_bytes: int = Field(
+        DEFAULT_CHUNK_BYTES,
+        ge=MIN_CHUNK_BYTES,
+        le=MAX_CHUNK_BYTES,
+        description="Chunk size of models offered over MQTT (one retained QoS 1 message each).",
     )
 
     def url(self) -> str:

@@ -2,7 +2,9 @@
 
 Per camera: ``<prefix>/<site>/<camera>/<kind>`` where kind is one of :class:`Kind`.
 All cameras' alerts also go to ``<prefix>/alerts``; node liveness to
-``<prefix>/<site>/nodes/<node>/status`` (retained, with a Last Will).
+``<prefix>/<site>/nodes/<node>/status`` (retained, with a Last Will). Model files offered as
+chunks (``pipeline models push-chunks``): ``<prefix>/models/<name>/<version>/manifest`` and
+``.../<index>``, retained; five levels, so no per-camera filter (four levels) matches them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,16 @@ class Topics:
 
     def node_status(self, site: str, node: str) -> str:
         return f"{self.prefix}/{site}/nodes/{node}/status"
+
+    def model_chunks(self, name: str, version: str) -> str:
+        """Subscription filter for a model version's manifest and every chunk."""
+        return f"{self.prefix}/models/{name}/{version}/+"
+
+    def model_manifest(self, name: str, version: str) -> str:
+        return f"{self.prefix}/models/{name}/{version}/manifest"
+
+    def model_chunk(self, name: str, version: str, index: int) -> str:
+        return f"{self.prefix}/models/{name}/{version}/{index}"
 
     def parse_camera(self, topic: str) -> tuple[str, str, Kind] | None:
         """``(site, camera, kind)`` of a per-camera topic, or None if it is not one."""

@@ -10,6 +10,9 @@ State (all changelogged, so a restarted worker recovers it):
 - ``tracks``: the cloud verdict of each live track (later events of the track reuse it);
 - ``rule_state``: per rule and camera (dwell timers, line sides, count windows);
 - ``incidents``: the incident ledger (one alert per incident, cooldown).
+
+Per-track entries of tracks whose ``track_ended`` never came are expired after
+``cloud.track_state_ttl_s`` of silence (:mod:`~pipeline.cloud_stage.track_expiry`).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from pipeline.cloud_stage.consume import SeenIndex, dead_letter_record, decode, 
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
 from pipeline.cloud_stage.inference_client import InferenceClient
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
+from pipeline.cloud_stage.track_expiry import TrackExpiry
 from pipeline.cloud_stage.verification import Verdict, Verifier, fuse
 from pipeline.errors import InferenceUnavailable
 from pipeline.hard_examples.recorder import HardExampleRecorder
 from pipeline.metrics import Registry
+from pipeline.operators.rules import state_key
 from pipeline.operators.schema import Event, Rejected, encode_alert
 from pipeline.settings import Settings
 
@@ -110,6 +115,12 @@ class CloudProcessor:
         self.seen = SeenIndex(self.seen_table, c.dedupe_window_s, c.dedupe_max_per_camera, metrics)
         self.rules = RulesEngine(list(c.rules))
         self.ledger = IncidentLedger(self.incidents)
+        per_track_specs = [spec for spec in self.rules.specs if spec.kind != "count"]  # count: camera-wide
+        self.expiry = TrackExpiry(
+            self.rule_state, self.tracks, [self.rule_state, self.incidents],
+            lambda cam, track: [state_key(spec, cam, track) for spec in per_track_specs],
+            c.track_state_ttl_s, metrics,
+        )  # fmt: skip
         self.verifier = Verifier(settings, metrics)
         he = settings.hard_examples
         self.hard_examples = HardExampleRecorder(he, metrics) if he.enabled else None
@@ -197,6 +208,7 @@ class CloudProcessor:
             self.tracks[track_key] = {
                 "cloud": verdict.cloud_score, "verification": verdict.verification, "model": verdict.model,
             }  # fmt: skip
+        self.expiry.touch(ev.cam, ev.track, ev.ts, ended=ev.type == "track_ended")
         self.seen.add(ev, int(time.time() * 1000))
 
     async def _dead_letter(self, rejected: Rejected, raw: Any) -> None:
@@ -224,6 +236,7 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
     @app.on_partitions_assigned.connect  # type: ignore[misc,arg-type]
     async def _on_assigned(app: faust.App, *args: Any, **kwargs: Any) -> None:
         proc.seen.reset()
+        proc.expiry.reset()
 
     @app.on_rebalance_complete.connect  # type: ignore[misc,arg-type]
     async def _on_ready(app: faust.App, *args: Any, **kwargs: Any) -> None:

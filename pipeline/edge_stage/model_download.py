@@ -1,11 +1,15 @@
-"""Model files from the cloud's registry: download (size cap, HTTP Range resume) and sha256 check.
+"""Model files from the cloud's registry: download (size cap, HTTP Range resume or MQTT chunks)
+and sha256 check.
 
 :class:`ModelStore` keeps downloaded files under ``edge.model_dir`` as
 ``<name>-<version>-<sha256[:16]>.tflite``; a partial download is ``<same>.part`` and is resumed
 with ``Range: bytes=<have>-`` (a server that answers 200 instead of 206 restarts it). A file is
 renamed into place only after its size and sha256 match the reference, so a file under its
-final name has been verified; nothing loads a ``.part``. Results are values (``Path`` or
-:class:`~pipeline.operators.schema.Rejected`), never exceptions.
+final name has been verified; nothing loads a ``.part``. A reference whose URL is
+``mqtt://models/<name>/<version>`` is fetched as retained chunks from the node's broker instead
+(:mod:`~pipeline.edge_stage.chunk_download`, part file ``<same>.mqtt.part``), then checked the
+same way. Results are values (``Path`` or :class:`~pipeline.operators.schema.Rejected`), never
+exceptions.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ import logging
 import threading
 import urllib.error
 import urllib.request
+import uuid
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
 from pipeline.model_signing import signature_problem
 from pipeline.operators.schema import Rejected
-from pipeline.settings import EdgeSettings, ModelRef
+from pipeline.settings import EdgeSettings, ModelRef, MqttSettings
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
@@ -56,8 +62,12 @@ def file_sha256(path: Path) -> str:
 class ModelStore:
     """Node-wide download cache; one download per file at a time (cameras may ask together)."""
 
-    def __init__(self, edge: EdgeSettings, stop: threading.Event | None = None) -> None:
+    def __init__(
+        self, edge: EdgeSettings, stop: threading.Event | None = None, *, mqtt: MqttSettings | None = None
+    ) -> None:
         self.root = edge.model_dir
+        self.mqtt = mqtt  # the node's broker, for mqtt:// references
+        self.node_id = edge.node_id
         self.max_bytes = edge.model_max_bytes
         self.timeout_s = edge.model_download_timeout_s
         self.attempts = edge.model_download_attempts
@@ -67,6 +77,7 @@ class ModelStore:
         self._locks: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self._in_use: dict[str, set[Path]] = {}  # camera -> files it has loaded (active, previous)
+        self._chunk_stats: Counter[str] = Counter()  # chunks_received|reused|rejected|duplicate, node-wide
 
     def path_for(self, ref: ModelRef) -> Path:
         return self.root / f"{ref.name}-{ref.version}-{ref.sha256[:16]}.tflite"
@@ -91,7 +102,10 @@ class ModelStore:
                     return path
                 path.unlink()  # damaged on disk: fetch again
             self.root.mkdir(parents=True, exist_ok=True)
-            got = self._download(ref, path.with_name(path.name + ".part"))
+            if ref.url.startswith("mqtt://"):
+                got = self._download_chunks(ref, path.with_name(path.name + ".mqtt.part"))
+            else:
+                got = self._download(ref, path.with_name(path.name + ".part"))
             if isinstance(got, Rejected):
                 return got
             got.replace(path)
@@ -129,6 +143,33 @@ class ModelStore:
             return part
         part.unlink(missing_ok=True)
         return Rejected("download_failed", f"{self.attempts} attempts: {last}"[:300])
+
+    def _download_chunks(self, ref: ModelRef, part: Path) -> Path | Rejected:
+        from pipeline.edge_stage.chunk_download import ChunkDownload
+
+        if self.mqtt is None:
+            return Rejected("download_failed", "an mqtt:// model reference, but this store has no MQTT settings")
+        return ChunkDownload(
+            ref,
+            part,
+            self.mqtt,
+            client_id=f"{self.node_id}-model-{uuid.uuid4().hex[:6]}",
+            max_bytes=self.max_bytes,
+            timeout_s=self.timeout_s,
+            attempts=self.attempts,
+            stop=self.stop,
+            count=self._count_chunks,
+        ).run()
+
+    def _count_chunks(self, key: str, n: int) -> None:
+        with self._lock:
+            self._chunk_stats[key] += n
+
+    def chunk_stats(self) -> dict[str, int]:
+        """Chunks over MQTT since start: received (verified, written), reused (already on disk),
+        rejected (bad sha256 or header), duplicate."""
+        with self._lock:
+            return dict(self._chunk_stats)
 
     def _request(self, ref: ModelRef, part: Path, have: int) -> Rejected | None:
         """Append to ``part`` from byte ``have``; Rejected("retry", why) for a transient failure."""

@@ -141,8 +141,8 @@ class CameraWorker:
         self._next_status = 0.0
         self._extras: Any = None
         self.models = CameraModels(
-            self.cam, self.edge, store or ModelStore(self.edge, stop), lambda: make_detector(self.edge),
-            self._on_model_report,
+            self.cam, self.edge, store or ModelStore(self.edge, stop, mqtt=settings.mqtt),
+            lambda: make_detector(self.edge), self._on_model_report,
         )  # fmt: skip
 
     # ------------------------------------------------------------------ status
@@ -392,7 +392,7 @@ def run_edge(
             w.on_config(raw)
 
     publisher = Publisher(settings, outbox, m, on_config=on_config)
-    store = ModelStore(edge, stop)
+    store = ModelStore(edge, stop, mqtt=settings.mqtt)
     http = serve_http(m, edge.metrics_port) if edge.metrics_port else None
     for i, camera in enumerate(edge.cameras):
         ann = None

@@ -13,6 +13,7 @@ from typing import Any
 from pipeline.cli_support import add_override
 from pipeline.errors import ConfigError
 from pipeline.model_signing import signed
+from pipeline.operators.chunk_codec import mqtt_url
 from pipeline.settings import EdgeSettings, Settings
 
 HELP = """\
@@ -25,6 +26,11 @@ loads the file in a shadow interpreter, smoke-tests it on a frame and swaps it i
 frames; any failure keeps the old model and is reported on the camera's status topic, whose
 "model" field shows which camera runs which version. Rollback: publish the previous version
 again (it is still on the edge's disk) or `--default` for the packaged model.
+
+Sites that reach only the broker: `publish --via mqtt` (or `push-chunks` ahead of time) offers
+the version as retained chunks on MQTT (<prefix>/models/<name>/<version>/<index> + manifest) and
+the reference's url becomes mqtt://models/<name>/<version>; `clear-chunks` removes an old
+version's chunks from the broker.
 """
 
 
@@ -69,7 +75,29 @@ def register(subparsers: Any) -> None:
     reg_dir(pub)
     add_override(pub, "--base-url", path="registry.base_url", metavar="URL", help="URL the edges download from.")
     add_override(pub, "--bootstrap-servers", path="kafka.bootstrap_servers", metavar="SERVERS", help="Kafka.")
+    add_override(pub, "--via", path="registry.via", choices=("http", "mqtt"),
+                 help="http: edges download from --base-url; mqtt: retained chunks on the broker (pushed first"
+                      " unless the broker already has this version's manifest).")  # fmt: skip
+    chunk_flag(pub)
     pub.set_defaults(func=_run_publish)
+
+    push = sub.add_parser("push-chunks", help="Offer NAME VERSION as retained chunks on MQTT (sites without HTTP).")
+    push.add_argument("name")
+    push.add_argument("version")
+    reg_dir(push)
+    chunk_flag(push)
+    push.set_defaults(func=_run_push_chunks)
+
+    clear = sub.add_parser("clear-chunks", help="Remove NAME VERSION's retained chunks from the broker.")
+    clear.add_argument("name")
+    clear.add_argument("version")
+    reg_dir(clear)
+    clear.set_defaults(func=_run_clear_chunks)
+
+
+def chunk_flag(parser: argparse.ArgumentParser) -> None:
+    add_override(parser, "--chunk-bytes", path="registry.chunk_bytes", type=int, metavar="N",
+                 help="Chunk size over MQTT (16 KiB..1 MiB).")  # fmt: skip
 
 
 def _registry(settings: Settings) -> Any:
@@ -130,6 +158,7 @@ def publish_records(
     cameras: list[str] | None = None,
     percent: float | None = None,
     default: bool = False,
+    via: str | None = None,
 ) -> list[tuple[str, bytes]]:
     """The config records of a rollout: ``(camera, value)``; ConfigError when nothing is selected."""
     from pipeline.cloud_stage.command import config_record
@@ -147,9 +176,10 @@ def publish_records(
     else:
         if not name or not version:
             raise ConfigError("give NAME VERSION, or --default")
-        ref = signed(
-            model_ref(_registry(settings).get(name, version), settings.registry.url()), settings.registry.signing_key
-        )
+        ref = model_ref(_registry(settings).get(name, version), settings.registry.url())
+        if (via or settings.registry.via) == "mqtt":
+            ref = ref.model_copy(update={"url": mqtt_url(name, version)})
+        ref = signed(ref, settings.registry.signing_key)
     candidates = cameras if cameras else sorted(discover_cameras(settings, site))
     if not candidates:
         raise ConfigError(f"no cameras: give --cameras, or no camera of site {site} has a retained status")
@@ -169,7 +199,50 @@ def _run_publish(args: argparse.Namespace, settings: Settings) -> int:
         for cam, value in records:
             print(f"{cam} {value.decode()}")
         return 0
+    if settings.registry.via == "mqtt" and not args.default:
+        _ensure_chunks(settings, args.name, args.version)
     for line in produce_configs(settings, records):
         print(line)
     print(f"published to {len(records)} camera(s): {', '.join(c for c, _ in records)}")
+    return 0
+
+
+def _ensure_chunks(settings: Settings, name: str, version: str) -> None:
+    """Push the chunks unless the broker already keeps this very file's manifest (the manifest is
+    published last and cleared first, so its presence means every chunk is there)."""
+    from pipeline.model_registry.chunk_push import retained_manifest
+
+    entry = _registry(settings).get(name, version)
+    have = retained_manifest(settings.mqtt, name, version)
+    if have is not None and have.sha256 == entry.sha256 and have.size == entry.size:
+        print(f"{entry.tag}: {have.chunks} chunks already on the broker", flush=True)
+        return
+    _push(settings, name, version)
+
+
+def _push(settings: Settings, name: str, version: str) -> None:
+    from pipeline.model_registry.chunk_push import push_chunks
+
+    reg = _registry(settings)
+    entry = reg.get(name, version)
+    r = push_chunks(settings.mqtt, entry, reg.path_of(entry), settings.registry.chunk_bytes)
+    m = r.manifest
+    print(f"pushed {entry.tag}: {m.chunks} chunks of {m.chunk_size} B ({m.size} B) retained on {r.topic}"
+          f" in {r.seconds:.2f} s", flush=True)  # fmt: skip
+
+
+def _run_push_chunks(args: argparse.Namespace, settings: Settings) -> int:
+    _push(settings, args.name, args.version)
+    return 0
+
+
+def _run_clear_chunks(args: argparse.Namespace, settings: Settings) -> int:
+    from pipeline.model_registry.chunk_push import clear_chunks
+
+    try:
+        size: int | None = _registry(settings).get(args.name, args.version).size
+    except ConfigError:
+        size = None  # removed from the registry: the retained manifest must say how many
+    n = clear_chunks(settings.mqtt, args.name, args.version, size)
+    print(f"cleared {n} retained topics of {args.name}@{args.version}")
     return 0

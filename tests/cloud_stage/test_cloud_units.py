@@ -250,3 +250,54 @@ def test_poison_records_become_dead_letters() -> None:
     rec = json.loads(dead_letter_record(rejected, "t.events", b"\xff\xfe", now_ms=5))
     assert rec == {"v": 1, "reason": "not_utf8", "detail": rejected.detail, "source": "kafka",
                    "topic": "t.events", "ts": 5, "payload_b64": "//4="}  # fmt: skip
+
+
+def test_track_state_without_track_ended_expires_after_the_ttl() -> None:
+    from pipeline.cloud_stage.track_expiry import TrackExpiry
+    from pipeline.operators.rules import state_key
+
+    rules = [RuleSettings(id="p", kind="presence", labels=["person"], min_score=0.5),
+             RuleSettings(id="c", kind="count", count=5, window_s=10)]  # fmt: skip
+    engine = RulesEngine(rules)
+    state_table: dict = {}
+    ledger_table: dict = {}
+    tracks: dict = {}
+    per_track = [s for s in engine.specs if s.kind != "count"]
+    metrics = Registry()
+
+    def expiry() -> TrackExpiry:
+        return TrackExpiry(state_table, tracks, [state_table, ledger_table],
+                           lambda cam, t: [state_key(s, cam, t) for s in per_track], 300, metrics)  # fmt: skip
+
+    exp = expiry()
+    ledger = IncidentLedger(ledger_table)
+
+    def feed(ev: Event) -> list[int]:
+        st = StagedState(state_table)
+        for f in engine.apply(ev, ev.score, st):
+            _, key, entry = ledger.decide(f, ev)
+            ledger.commit(key, entry)
+        st.commit()
+        if ev.type == "track_ended":  # as the worker does on a proper end
+            ledger.track_ended(engine.specs, ev)
+            tracks.pop(f"{ev.cam}|{ev.track}", None)
+        else:
+            tracks[f"{ev.cam}|{ev.track}"] = {"cloud": 0.9}
+        return exp.touch(ev.cam, ev.track, ev.ts, ended=ev.type == "track_ended")
+
+    # track 1 is never ended (its edge crashed); track 2 ends properly; track 3 lives on
+    assert feed(event(track=1, ts=1_000)) == []
+    assert feed(event(track=2, ts=2_000)) == []
+    assert feed(event(track=2, ts=3_000, type="track_ended")) == []
+    assert "p|cam-1|1" in state_table and "p|cam-1|1" in ledger_table and "cam-1|1" in tracks
+    assert feed(event(track=3, ts=200_000)) == []  # 199 s later: within the TTL
+    assert feed(event(track=3, ts=301_500, type="track_updated")) == [1]  # 300.5 s after track 1's last event
+    assert "p|cam-1|1" not in state_table and "p|cam-1|1" not in ledger_table and "cam-1|1" not in tracks
+    assert "p|cam-1|3" in state_table and "cam-1|3" in tracks
+    assert any(k.startswith("c|cam-1|") for k in state_table), "camera-wide count state is not per track"
+    assert metrics.counter("cloud_track_state_expired_total") == 1
+    # After a rebalance the index is rebuilt from the tables: track 3 expires by its stored time.
+    exp = expiry()
+    assert feed(event(track=4, ts=301_600)) == []
+    assert feed(event(track=4, ts=700_000, type="track_updated")) == [3]
+    assert "p|cam-1|3" not in state_table and "cam-1|3" not in tracks
