@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -30,6 +31,7 @@ from pipeline.settings import EdgeSettings, ModelRef, MqttSettings
 
 log = logging.getLogger(__name__)
 CHUNK = 64 * 1024
+PART_MAX_AGE_S = 24 * 3600.0
 
 
 def edge_version() -> str:
@@ -226,3 +228,13 @@ class ModelStore:
         for old in spare[self.keep :]:
             old.unlink(missing_ok=True)
             log.info("model file %s pruned", old.name)
+        # Partial downloads are kept so a retry resumes; one untouched for a day was abandoned
+        # (its version is no longer wanted) and would otherwise fill the disk over the months.
+        cutoff = time.time() - PART_MAX_AGE_S
+        for part in [*self.root.glob("*.part")]:
+            try:
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
+                    log.info("abandoned partial download %s removed", part.name)
+            except OSError:
+                continue

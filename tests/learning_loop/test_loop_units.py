@@ -210,3 +210,24 @@ def test_selection_kinds() -> None:
     assert chosen == [i for i in ids if sampled(i, 0.25)] and 60 < len(chosen) < 140
     assert select(_event("c"), Verdict(None, 0.1, "unverified"), 1.0, 0.4) is None
     assert np.isclose(sum(sampled(i, 1.0) for i in ids), 400)
+
+
+def test_prune_keeps_recent_partial_downloads_and_removes_abandoned_ones(tmp_path: Path) -> None:
+    import os
+    import time
+
+    edge = EdgeSettings(model_dir=tmp_path / "models", model_keep_versions=2)
+    store = ModelStore(edge)
+    root = edge.model_dir
+    root.mkdir(parents=True, exist_ok=True)
+    fresh, old, old_mqtt = root / "a-1-x.tflite.part", root / "b-1-y.tflite.part", root / "c-1-z.tflite.mqtt.part"
+    models = [root / f"m-{i}-h.tflite" for i in range(4)]
+    for i, p in enumerate([fresh, old, old_mqtt, *models]):
+        p.write_bytes(b"x")
+        os.utime(p, (time.time() - 3600 * i, time.time() - 3600 * i))
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    os.utime(old_mqtt, (day_ago, day_ago))
+    store.prune()
+    assert fresh.exists() and not old.exists() and not old_mqtt.exists()
+    assert [p.exists() for p in models] == [True, True, False, False]  # the newest 2 spare files stay
