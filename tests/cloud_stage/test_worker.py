@@ -126,6 +126,41 @@ def test_model_server_outage_marks_unverified_and_recovers(
         assert worker.stop() == 0  # SIGTERM: clean exit
 
 
+def test_hold_policy_waits_for_the_model_instead_of_alerting_unverified(
+    make_settings: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
+) -> None:
+    # cloud.on_model_unavailable=hold: while the heavy model is down, escalated events wait
+    # (their partition stalls, nothing is committed) and alert only once they are verified.
+    with ModelServerProcess(tmp_path / "ms", REPO_ROOT / "models") as ms:
+        web_port = free_port()
+        s = worker_settings(make_settings, rules=[RULE], escalation="track_started", web_enabled=True,
+                            web_port=web_port, on_model_unavailable="hold")  # fmt: skip
+        s = s.model_copy(update={"model_server": s.model_server.model_copy(update={"address": ms.address})})
+        worker = CloudWorker(s, tmp_path / "cloud")
+        cloud_worker.append(worker)
+        worker.start()
+        reader = AlertReader(s)
+        produce(s, track_events("cam-1", 1, crops.people[0]))
+        assert reader.wait_for(1, settle_s=0)[0].verification == "verified"
+
+        ms.stop()
+        held = [track_events("cam-1", t, crops.people[t % len(crops.people)]) for t in (2, 3)]
+        produce(s, [e for evs in held for e in evs])
+        time.sleep(6.0)
+        assert len(reader.alerts) == 1, "no alert while the model is down"
+        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as resp:
+            holds = re.search(r"^pipeline_cloud_verification_holds_total (\d+)", resp.read().decode(), re.M)
+        assert holds and int(holds.group(1)) >= 1
+
+        ms.start()
+        alerts = reader.wait_for(3, timeout_s=60, settle_s=1.0)
+        late = [a for a in alerts if a.track in (2, 3)]
+        assert {a.id for a in late} == {expected_id(evs) for evs in held}, worker.log_tail(60)
+        assert all(a.verification == "verified" and a.cloud_score is not None for a in late)
+        reader.close()
+        assert worker.stop() == 0
+
+
 def test_config_set_produces_a_validated_record(make_settings: object, tmp_path: Path) -> None:
     s = make_settings()  # type: ignore[operator]
     cfg = tmp_path / "s.yaml"
