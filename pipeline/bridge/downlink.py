@@ -29,7 +29,7 @@ from kafka.structs import TopicPartition
 from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.mqtt_link import PubackTracker
 from pipeline.metrics import Registry
-from pipeline.mqtt_client import connect_properties, failed, make_client
+from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
 from pipeline.operators.schema import Rejected, decode_alert, decode_json_object
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
@@ -82,7 +82,7 @@ class Downlink:
     def start(self) -> None:
         m = self._settings.mqtt
         self._client.connect_async(
-            m.host, m.port, keepalive=m.keepalive_s, clean_start=True, properties=connect_properties()
+            m.host, m.port, keepalive=paho_keepalive(m.keepalive_s), clean_start=True, properties=connect_properties()
         )
         self._client.loop_start()
         self._thread.start()

@@ -37,7 +37,7 @@ from pipeline.bridge.ack_ranges import AckCollector
 from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.validation import validate_uplink
 from pipeline.metrics import Registry
-from pipeline.mqtt_client import connect_properties, failed, make_client
+from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
 from pipeline.operators.schema import Acks, Event, Rejected, decode_event, encode_acks
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
@@ -103,7 +103,7 @@ class Uplink:
         self._client.connect_async(
             m.host,
             m.port,
-            keepalive=m.keepalive_s,
+            keepalive=paho_keepalive(m.keepalive_s),
             clean_start=not persistent,
             properties=connect_properties(
                 session_expiry_s=m.session_expiry_s if persistent else None,

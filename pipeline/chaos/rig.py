@@ -14,6 +14,7 @@ import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -200,10 +201,12 @@ class ChaosEnv:
             settings = settings.model_copy(update={"cloud": settings.cloud.model_copy(update=cloud)})
         return self.service(settings, name, ["cloud"], CLOUD_READY, start=start)
 
-    def scripted_edge_child(self, settings: Settings, stream_args: list[str], name: str = "edge") -> PipelineService:
-        """The scripted edge (:mod:`pipeline.chaos.scripted_edge`) as a child process, not started."""
+    def scripted_edge_child(self, settings: Settings, stream_args: list[str], name: str = "edge", *,
+                            wrap: Sequence[str] = ()) -> PipelineService:  # fmt: skip
+        """The scripted edge (:mod:`pipeline.chaos.scripted_edge`) as a child process, not started;
+        ``wrap`` goes before its command line (e.g. to run it in a network namespace)."""
         config = self.write_config(settings, name)
-        svc = _ModuleService(name, Path(settings.local.run_dir), config, stream_args)
+        svc = _ModuleService(name, Path(settings.local.run_dir), config, stream_args, wrap)
         self.stack.callback(svc.stop)
         return svc
 
@@ -215,8 +218,10 @@ class ChaosEnv:
 class _ModuleService(PipelineService):
     """``python -m pipeline.chaos.scripted_edge --config FILE ...``."""
 
-    def __init__(self, name: str, data_dir: Path, config: Path, args: list[str]) -> None:
+    def __init__(self, name: str, data_dir: Path, config: Path, args: list[str], wrap: Sequence[str] = ()) -> None:
         super().__init__(name, data_dir, config, args, r"scripted edge ready", start_timeout_s=60.0)
+        self.wrap = list(wrap)
 
     def command(self) -> list[str]:
-        return [sys.executable, "-m", "pipeline.chaos.scripted_edge", "--config", str(self.config_file), *self.args]
+        return [*self.wrap, sys.executable, "-m", "pipeline.chaos.scripted_edge", "--config", str(self.config_file),
+                *self.args]  # fmt: skip

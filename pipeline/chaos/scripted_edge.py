@@ -4,17 +4,25 @@ instead of cameras, in this process or as a child process that a scenario can SI
 Progress is kept in the outbox itself (state key ``chaos_next``, written after each append), so
 a restarted edge on the same outbox file goes on where the last one stopped; a crash between an
 append and that write re-emits one event with the same id (a duplicate, never a loss).
+
+A child can be paced from outside (``--gate FILE``: emit only while the index is below the number
+in the file) and reports what only it can see (``--status FILE``: connection changes, paho's queue,
+in-flight and outbox peaks) as JSON, for a scenario whose edge runs in another network namespace.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sqlite3
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pipeline.chaos.stream import ScriptedStream
 from pipeline.edge_stage.outbox import Outbox
@@ -40,10 +48,12 @@ def edge_settings_for(settings: Settings, stream: ScriptedStream, outbox: Path) 
 class ScriptedEdge:
     """Appends the stream's events to the outbox at ``rate_per_s``; the publisher sends them."""
 
-    def __init__(self, settings: Settings, stream: ScriptedStream, *, rate_per_s: float = 50.0) -> None:
+    def __init__(self, settings: Settings, stream: ScriptedStream, *, rate_per_s: float = 50.0,
+                 limit: Callable[[], int] | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.stream = stream
         self.rate_per_s = rate_per_s
+        self.limit = limit  # emit event i only once i < limit()
         self.topics = Topics(settings.mqtt.topic_prefix)
         self.metrics = Registry("edge")
         e = settings.edge
@@ -61,6 +71,9 @@ class ScriptedEdge:
     def _run(self) -> None:
         i = self.outbox.get_state(NEXT_KEY, 0)
         while i < self.stream.n and not self._stop.is_set():
+            if self.limit is not None and i >= self.limit():
+                self._stop.wait(0.02)
+                continue
             ev = self.stream.event(i)
             self.outbox.append(ev, self.topics.camera(ev.site, ev.cam, Kind.EVENTS))
             i += 1
@@ -111,6 +124,96 @@ def outbox_progress(path: Path) -> tuple[int, int]:
         db.close()
 
 
+def read_gate(path: Path) -> int:
+    """The number in a gate file (0 while it is missing or being replaced)."""
+    try:
+        return int(path.read_text().strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def write_gate(path: Path, limit: int) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(str(limit))
+    os.replace(tmp, path)
+
+
+class StatusWriter:
+    """Samples the edge every 20 ms and rewrites ``path`` (JSON) every 0.1 s.
+
+    Times are ``time.monotonic()``: CLOCK_MONOTONIC is one clock for the whole machine (network
+    namespaces do not change it), so the scenario compares them with its own readings.
+    """
+
+    def __init__(self, edge: ScriptedEdge, path: Path) -> None:
+        self.edge, self.path = edge, path
+        self.state: dict[str, Any] = {"connected": False, "connects": [], "disconnects": [], "peak_paho_queue": 0,
+                                      "peak_inflight": 0, "peak_outbox": 0, "rss_kb": 0, "peak_rss_kb": 0}  # fmt: skip
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="edge-status", daemon=True)
+
+    def start(self) -> StatusWriter:
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        e, st = self.edge, self.state
+        connected = e.publisher.connected
+        if connected != st["connected"]:
+            st["connects" if connected else "disconnects"].append(time.monotonic())
+            st["connected"] = connected
+        st["peak_paho_queue"] = max(st["peak_paho_queue"], len(e.publisher.client._out_messages))
+        st["peak_inflight"] = max(st["peak_inflight"], e.publisher.inflight())
+        st["peak_outbox"] = max(st["peak_outbox"], e.outbox.depth())
+        st["rss_kb"] = rss_kb()
+        st["peak_rss_kb"] = max(st["peak_rss_kb"], st["rss_kb"])
+
+    def _write(self) -> None:
+        m = self.edge.metrics
+        self.state.update(
+            emitted=self.edge.emitted(), outbox=self.edge.outbox.depth(),
+            outbox_max_events=self.edge.outbox.max_events, dropped=m.counter("outbox_dropped_total"),
+            replayed=m.counter("outbox_replayed_total"), max_inflight=self.edge.publisher.max_inflight,
+        )  # fmt: skip
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.path)
+
+    def _run(self) -> None:
+        ticks = 0
+        while not self._stop.wait(0.02):
+            self._sample()
+            ticks += 1
+            if ticks % 5 == 0:
+                self._write()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self._write()
+
+
+def rss_kb() -> int:
+    """This process's resident set size (Linux ``/proc``; 0 elsewhere)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def read_status(path: Path) -> dict[str, Any]:
+    """What the child's :class:`StatusWriter` wrote last (empty before its first write)."""
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
 def child_args(stream: ScriptedStream, rate_per_s: float) -> list[str]:
     """Arguments of ``python -m pipeline.chaos.scripted_edge`` for this stream."""
     return [
@@ -130,18 +233,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--base-ts", type=int, required=True)
     p.add_argument("--rate", type=float, default=50.0)
     p.add_argument("--drain-timeout", type=float, default=120.0)
+    p.add_argument("--gate", type=Path, help="Emit event i only once i < the number in this file.")
+    p.add_argument("--status", type=Path, help="Write the edge's status here (JSON, every 0.1 s).")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     stream = ScriptedStream(a.n, a.site, tuple(a.cams.split(",")), a.tag, a.base_ts)
     settings = load_settings(a.config)
-    edge = ScriptedEdge(settings, stream, rate_per_s=a.rate)
+    gate: Path | None = a.gate
+    limit = None if gate is None else (lambda: read_gate(gate))
+    edge = ScriptedEdge(settings, stream, rate_per_s=a.rate, limit=limit)
     edge.start()
+    status = StatusWriter(edge, a.status).start() if a.status else None
     try:
         edge.publisher.wait_connected(60)
         log.info("%s (outbox %s, resuming at %d)", EDGE_READY, settings.edge.outbox_path, edge.emitted())
         ok = edge.wait("drained", a.drain_timeout)
         log.info("scripted edge done: emitted=%d outbox=%d", edge.emitted(), edge.outbox.depth())
     finally:
+        if status is not None:
+            status.close()
         edge.close()
     return 0 if ok else 1
 

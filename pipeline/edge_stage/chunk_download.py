@@ -37,7 +37,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from pipeline.edge_stage.model_download import file_sha256
-from pipeline.mqtt_client import connect_properties, make_client
+from pipeline.mqtt_client import connect_properties, make_client, paho_keepalive
 from pipeline.operators.chunk_codec import (
     MAX_CHUNK_BYTES,
     MAX_MANIFEST_BYTES,
@@ -201,7 +201,8 @@ class ChunkDownload:
         client.on_subscribe, client.on_message = self._on_subscribe, self._on_message
         s = self.settings
         props = connect_properties(receive_maximum=WINDOW, maximum_packet_size=MAX_PACKET)
-        client.connect_async(s.host, s.port, keepalive=s.keepalive_s, clean_start=True, properties=props)
+        keepalive = paho_keepalive(s.keepalive_s)
+        client.connect_async(s.host, s.port, keepalive=keepalive, clean_start=True, properties=props)
         client.loop_start()
         try:
             return self._run(client)

@@ -22,6 +22,7 @@ import uuid
 from typing import Any
 
 from pipeline.errors import BrokerUnavailable
+from pipeline.mqtt_client import paho_keepalive
 from pipeline.settings import ModelRef, Settings
 from pipeline.topics import Kind, Topics
 
@@ -77,7 +78,7 @@ def discover_cameras(settings: Settings, site: str, wait_s: float = 2.0) -> dict
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     try:
-        client.connect(m.host, m.port, keepalive=m.keepalive_s)
+        client.connect(m.host, m.port, keepalive=paho_keepalive(m.keepalive_s))
     except OSError as exc:
         raise BrokerUnavailable(f"MQTT {m.host}:{m.port}: {exc}") from exc
     client.loop_start()
