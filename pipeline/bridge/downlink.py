@@ -123,6 +123,7 @@ class Downlink:
                     client_id=f"{self._settings.bridge.client_id}-downlink",
                     enable_auto_commit=False,
                     auto_offset_reset="earliest",
+                    fetch_max_wait_ms=k.fetch_max_wait_ms,
                     reconnect_backoff_max_ms=2000,
                     allow_auto_create_topics=False,
                 )

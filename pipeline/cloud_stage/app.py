@@ -29,6 +29,7 @@ from faust.worker import Worker
 from pipeline.cloud_stage.alerting import IncidentLedger, make_alert
 from pipeline.cloud_stage.consume import SeenIndex, dead_letter_record, decode, event_context
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
+from pipeline.cloud_stage.faust_transport import PipelineFaustApp
 from pipeline.cloud_stage.inference_client import InferenceClient
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.track_expiry import TrackExpiry
@@ -221,7 +222,9 @@ class CloudProcessor:
 def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
     """The Faust app of the cloud stage (not started)."""
     metrics = metrics or Registry()
-    app = faust.App(settings.cloud.app_id, **faust_options(settings))
+    app = PipelineFaustApp(
+        settings.cloud.app_id, fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, **faust_options(settings)
+    )
     proc = CloudProcessor(app, settings, metrics)
     ms = settings.model_server
     within = max(ms.max_wait_ms / 1000, 0.005)

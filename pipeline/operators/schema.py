@@ -159,7 +159,9 @@ def _int(obj: Mapping[str, Any], key: str, lo: int = 0, hi: int = 2**63 - 1) -> 
 
 
 def _num(v: Any, key: str, lo: float = 0.0, hi: float = 1.0) -> float:
-    if type(v) not in (int, float) or not math.isfinite(v) or not lo <= v <= hi:
+    # Range first: math.isfinite raises OverflowError on an int beyond float range (a 309-digit
+    # number is valid JSON), and the comparison is exact for ints of any size (found by boofuzz).
+    if type(v) not in (int, float) or not lo <= v <= hi or not math.isfinite(v):
         raise _Bad("bad_field", f"{key}={v!r:.60}")
     return float(v)
 
