@@ -18,7 +18,7 @@ from pipeline.cloud_stage.alerting import incident_alert_id
 from pipeline.local_stack.model_server import ModelServerProcess
 from pipeline.local_stack.ports import free_port
 from pipeline.operators.schema import Event
-from pipeline.settings import REPO_ROOT
+from pipeline.settings import REPO_ROOT, Settings
 
 pytestmark = pytest.mark.integration
 RULE = {"id": "person-present", "kind": "presence", "labels": ["person"], "min_score": 0.5}
@@ -82,18 +82,25 @@ def test_alerts_dedupe_poison_and_restart(
     reader.close()
 
 
+def _worker_with_own_model_server(
+    ms: ModelServerProcess, make_settings: object, tmp_path: Path, cloud_worker: list[CloudWorker], **cloud: object
+) -> tuple[Settings, CloudWorker, AlertReader, int]:
+    """A started worker on a model server the test may stop, with /metrics on the returned port."""
+    web_port = free_port()
+    s = worker_settings(make_settings, rules=[RULE], escalation="track_started", web_enabled=True,
+                        web_port=web_port, **cloud)  # fmt: skip
+    s = s.model_copy(update={"model_server": s.model_server.model_copy(update={"address": ms.address})})
+    worker = CloudWorker(s, tmp_path / "cloud")
+    cloud_worker.append(worker)
+    worker.start()
+    return s, worker, AlertReader(s), web_port
+
+
 def test_model_server_outage_marks_unverified_and_recovers(
     make_settings: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
 ) -> None:
     with ModelServerProcess(tmp_path / "ms", REPO_ROOT / "models") as ms:
-        web_port = free_port()
-        s = worker_settings(make_settings, rules=[RULE], escalation="track_started", web_enabled=True,
-                            web_port=web_port)  # fmt: skip
-        s = s.model_copy(update={"model_server": s.model_server.model_copy(update={"address": ms.address})})
-        worker = CloudWorker(s, tmp_path / "cloud")
-        cloud_worker.append(worker)
-        worker.start()
-        reader = AlertReader(s)
+        s, worker, reader, web_port = _worker_with_own_model_server(ms, make_settings, tmp_path, cloud_worker)
         produce(s, track_events("cam-1", 1, crops.people[0]))
         first = reader.wait_for(1, settle_s=0)
         assert first[0].verification == "verified"
@@ -132,14 +139,9 @@ def test_hold_policy_waits_for_the_model_instead_of_alerting_unverified(
     # cloud.on_model_unavailable=hold: while the heavy model is down, escalated events wait
     # (their partition stalls, nothing is committed) and alert only once they are verified.
     with ModelServerProcess(tmp_path / "ms", REPO_ROOT / "models") as ms:
-        web_port = free_port()
-        s = worker_settings(make_settings, rules=[RULE], escalation="track_started", web_enabled=True,
-                            web_port=web_port, on_model_unavailable="hold")  # fmt: skip
-        s = s.model_copy(update={"model_server": s.model_server.model_copy(update={"address": ms.address})})
-        worker = CloudWorker(s, tmp_path / "cloud")
-        cloud_worker.append(worker)
-        worker.start()
-        reader = AlertReader(s)
+        s, worker, reader, web_port = _worker_with_own_model_server(
+            ms, make_settings, tmp_path, cloud_worker, on_model_unavailable="hold"
+        )
         produce(s, track_events("cam-1", 1, crops.people[0]))
         assert reader.wait_for(1, settle_s=0)[0].verification == "verified"
 
