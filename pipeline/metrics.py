@@ -33,7 +33,7 @@ class Registry:
         self._gauges: dict[str, dict[Labels, float]] = {}
         self._samples: dict[str, dict[Labels, list[float]]] = {}
         self._help: dict[str, str] = {}
-        self._sample_cap = 10_000  # bounded: oldest half dropped when full
+        self._sample_cap = 10_000  # bounded: thinned to every other sample when full
 
     # ---- writing
     def inc(self, name: str, value: float = 1.0, help: str = "", **labels: str) -> None:
@@ -55,7 +55,9 @@ class Registry:
         with self._lock:
             samples = self._samples.setdefault(name, {}).setdefault(_labels(labels), [])
             if len(samples) >= self._sample_cap:
-                del samples[: self._sample_cap // 2]
+                # The list is sorted: dropping every other sample keeps the shape of the
+                # distribution (quantiles stay put); dropping a half would drop its low end.
+                del samples[::2]
             bisect.insort(samples, value)
             if help:
                 self._help.setdefault(name, help)

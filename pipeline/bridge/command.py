@@ -6,6 +6,7 @@ import argparse
 import logging
 import signal
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -61,6 +62,12 @@ def register(subparsers: Any) -> None:
         metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers.",
     )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        type=Path,
+        help="Profile every thread with cProfile and write pstats to FILE when the bridge stops.",
+    )
     parser.set_defaults(func=run)
 
 
@@ -74,9 +81,17 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    profiles = None
+    if args.profile is not None:
+        from pipeline.bridge.profiling import ThreadProfiles
+
+        profiles = ThreadProfiles()
+        profiles.start()
     try:
         run_bridge(settings, stop)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        if profiles is not None:
+            profiles.dump(args.profile)
     return 0

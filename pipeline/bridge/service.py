@@ -18,6 +18,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.bridge.downlink import Downlink
+from pipeline.bridge.kafka_crc import use_compiled_crc32c
 from pipeline.bridge.uplink import Uplink
 from pipeline.errors import BrokerUnavailable
 from pipeline.metrics import Registry, serve_http
@@ -52,6 +53,7 @@ def producer_config(settings: Settings) -> dict[str, Any]:
 
 def connect_producer(settings: Settings, stop: threading.Event) -> KafkaProducer | None:
     """A producer, retrying with backoff while Kafka is unreachable; None if stopped first."""
+    log.debug("kafka-python record CRC-32C: %s", use_compiled_crc32c())
     backoff = 0.5
     while not stop.is_set():
         try:

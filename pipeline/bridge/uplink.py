@@ -2,16 +2,25 @@
 
 Threads and what they own:
 
-- paho's network thread runs ``_on_message``: it only appends to the inbox (never blocks).
-- the ``bridge-uplink`` worker validates, calls ``producer.send`` (which may block on Kafka
-  metadata) and publishes the per-camera acks topic every ``ack_interval_ms``.
+- paho's network thread runs ``_on_message``: it only appends to the inbox (never blocks), and
+  wakes the worker only when the worker sleeps.
+- the ``bridge-uplink`` worker takes the whole inbox under one lock, then validates and calls
+  ``producer.send`` (which may block on Kafka metadata) for each message outside the lock; every
+  ``ack_interval_ms`` it publishes the per-camera acks topic and flushes the counters.
 - kafka-python's I/O thread runs the send callbacks: on success the MQTT message is acked
   (``client.ack``) and its seq is recorded for the edge; on failure it is queued for a retry.
+
+Per-message work is counted in plain fields under the uplink's own lock (taken anyway) and
+flushed to the metrics registry with the acks, not per message: under load the registry's lock,
+label sorting and sorted-sample inserts cost as much as the hand-off itself (profile in
+benchmarks/RESULTS.md).
 
 At-least-once: a message is PUBACKed only after Kafka acknowledged its record (acks=all), the
 event itself or its dead-letter record. Backpressure: Receive Maximum = ``max_inflight`` in
 CONNECT, so the broker stops sending once that many messages are taken and unacked; while Kafka
-is down nothing is acked and the rest waits in the broker's session queue.
+is down nothing is acked and the rest waits in the broker's session queue. A broker that sends
+more than that anyway (Mosquitto 2.0.11 does, under load) finds the socket unread until the
+count is back under the window (``_read_paused``, :mod:`pipeline.bridge.uplink_mqtt`).
 
 Connection generations: paho message ids belong to one connection. Each (re)connect or
 disconnect bumps ``_gen``; a message taken on an older connection is never acked (the broker
@@ -35,6 +44,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pipeline.bridge.ack_ranges import AckCollector
 from pipeline.bridge.dead_letter import dead_letter_value
+from pipeline.bridge.key_partitions import KeyPartitions
+from pipeline.bridge.uplink_mqtt import lean_client
 from pipeline.bridge.validation import validate_uplink
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
@@ -62,11 +73,38 @@ class _Taken:
     event: Event | None = field(default=None)
 
 
+# At most this many latency samples go to the registry per flush (the newest ones): enough for
+# its quantiles, and a flood does not turn every flush into thousands of sorted inserts.
+LATENCY_SAMPLES_PER_FLUSH = 200
+
+
+@dataclass(slots=True)
+class _Counts:
+    """What happened since the last flush to the registry (guarded by ``Uplink._lock``)."""
+
+    received: int = 0
+    redelivered: int = 0
+    produced: int = 0
+    unacked_stale: int = 0
+    produce_errors: int = 0
+    dead_letters: dict[str, int] = field(default_factory=dict)  # by reason
+    latencies: list[float] = field(default_factory=list)  # ring of LATENCY_SAMPLES_PER_FLUSH
+    latencies_seen: int = 0
+
+    def latency(self, seconds: float) -> None:
+        if len(self.latencies) < LATENCY_SAMPLES_PER_FLUSH:
+            self.latencies.append(seconds)
+        else:
+            self.latencies[self.latencies_seen % LATENCY_SAMPLES_PER_FLUSH] = seconds
+        self.latencies_seen += 1
+
+
 class Uplink:
     def __init__(self, settings: Settings, producer: KafkaProducer, registry: Registry) -> None:
         self._settings = settings
         self._bridge = settings.bridge
         self._producer = producer
+        self._event_partitions = KeyPartitions(producer, settings.kafka.events_topic)
         self._metrics = registry
         self._topics = Topics(settings.mqtt.topic_prefix)
         events = self._topics.all_cameras(Kind.EVENTS)
@@ -74,23 +112,28 @@ class Uplink:
         self.subscription = f"$share/{group}/{events}" if group else events
         self.acks = AckCollector()
 
-        self._client = make_client(settings.mqtt, self._bridge.client_id, manual_ack=True)
+        client = make_client(settings.mqtt, self._bridge.client_id, manual_ack=True)
+        self._client = lean_client(client, on_event=self._on_event, read_paused=self._read_paused)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
-        self._client.on_message = self._on_message
+        self._client.on_message = self._on_message  # what the lean path leaves to paho's
 
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         # Bounded by the MQTT Receive Maximum (bridge.max_inflight): the broker sends no more
-        # until we ack, and we ack only after Kafka did.
+        # until we ack, and we ack only after Kafka did; where a broker overshoots it, reading
+        # pauses (_read_paused). Counted: bridge_uplink_inflight.
         self._inbox: deque[_Taken] = deque()
         self._retry: list[tuple[int, _Taken]] = []  # heap by arrival order
         self._order = itertools.count()
         self._gen = 0
         self._connected = False
         self._inflight = 0
+        self._gen_inflight = 0  # of _inflight, those taken on the current connection
         self._stopping = False
+        self._worker_idle = False  # the worker waits on _wake: a new message must notify it
+        self._counts = _Counts()
         self._failing_since: float | None = None
         self.subscribed = threading.Event()
         self._worker = threading.Thread(target=self._run, name="bridge-uplink", daemon=True)
@@ -129,6 +172,7 @@ class Uplink:
     def close(self) -> None:
         """After the producer was flushed: last acks to the edge, then disconnect."""
         self._publish_acks()
+        self.flush_metrics()
         with self._lock:
             left = self._inflight
         if left:
@@ -154,6 +198,7 @@ class Uplink:
             return
         with self._lock:
             self._gen += 1
+            self._gen_inflight = 0
             self._connected = True
             gen = self._gen
         log.info(
@@ -173,6 +218,7 @@ class Uplink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         with self._wake:
             self._gen += 1
+            self._gen_inflight = 0
             self._connected = False
             self._wake.notify_all()
         self.subscribed.clear()
@@ -180,23 +226,28 @@ class Uplink:
             log.warning("uplink: MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if msg.dup:
-            self._metrics.inc("bridge_uplink_redelivered", help="MQTT messages the broker sent again.")
-        with self._wake:
-            item = _Taken(
-                order=next(self._order),
-                gen=self._gen,
-                mid=msg.mid,
-                qos=msg.qos,
-                topic=msg.topic,
-                payload=bytes(msg.payload),
-                received=time.monotonic(),
-            )
+        self._on_event(msg.mid, msg.qos, msg.dup, msg.topic, bytes(msg.payload))
+
+    def _on_event(self, mid: int, qos: int, dup: bool, topic: str, payload: bytes) -> None:
+        item = _Taken(order=next(self._order), gen=0, mid=mid, qos=qos, topic=topic, payload=payload,
+                      received=time.monotonic())  # fmt: skip
+        with self._lock:
+            item.gen = self._gen
             self._inbox.append(item)
             self._inflight += 1
-            self._set_inflight_gauge()
-            self._wake.notify()
-        self._metrics.inc("bridge_uplink_received", help="MQTT event messages taken.")
+            self._gen_inflight += 1
+            self._counts.received += 1
+            if dup:
+                self._counts.redelivered += 1
+            # A busy worker takes this message with the rest of the inbox when it comes back;
+            # waking it per message cost a futex wake and a thread switch each.
+            if self._worker_idle:
+                self._wake.notify()
+
+    def _read_paused(self) -> bool:
+        """Above the Receive Maximum on this connection: read no more (paho's thread, no lock:
+        a stale read only shifts a pause by one loop)."""
+        return self._gen_inflight > self._bridge.max_inflight
 
     # ------------------------------------------------------------------ worker thread
 
@@ -204,26 +255,25 @@ class Uplink:
         interval = self._bridge.ack_interval_ms / 1000
         next_acks = time.monotonic() + interval
         while True:
-            item, stop = self._next_item(until=next_acks)
+            batch, stop = self._take(until=next_acks)
             if stop:
                 return
-            if item is not None:
-                try:
-                    self._send(item)
-                except Exception:  # a bug must not silently stop the uplink
-                    log.exception("uplink: unexpected error sending %s", item.topic)
-                    self._schedule_retry(item)
+            if batch:
+                self._send_batch(batch)
             if time.monotonic() >= next_acks:
                 self._publish_acks()
+                self.flush_metrics()
                 next_acks = time.monotonic() + interval
 
-    def _next_item(self, until: float) -> tuple[_Taken | None, bool]:
-        """The next message to send (retries first, oldest first), or None at ``until``."""
+    def _take(self, until: float) -> tuple[list[_Taken], bool]:
+        """What to send next: the oldest due retry, or else the whole inbox taken under one lock;
+        an empty list at ``until``; True once stopping."""
         with self._wake:
             while not self._stopping:
                 now = time.monotonic()
                 wait = until - now
                 if self._retry:
+                    # Retries go one at a time (they are rare: Kafka failing), oldest first.
                     head = self._retry[0][1]
                     if head.gen != self._gen:
                         heapq.heappop(self._retry)
@@ -231,34 +281,71 @@ class Uplink:
                         continue
                     if head.not_before <= now:
                         heapq.heappop(self._retry)
-                        return head, False
+                        return [head], False
                     # Hold new messages while a retry waits: Kafka is likely down, and order matters.
                     wait = min(wait, head.not_before - now)
                 elif self._inbox:
-                    item = self._inbox.popleft()
-                    if item.gen != self._gen and item.qos > 0:
-                        self._release(item)  # its connection is gone; the broker redelivers it
-                        continue
-                    return item, False
+                    batch: list[_Taken] = []
+                    for item in self._inbox:
+                        if item.gen != self._gen and item.qos > 0:
+                            self._release(item)  # its connection is gone; the broker redelivers it
+                        else:
+                            batch.append(item)
+                    self._inbox.clear()
+                    if batch:
+                        return batch, False
+                    continue
                 if wait <= 0:
-                    return None, False
-                self._wake.wait(wait)
-            return None, True
+                    return [], False
+                self._wait(wait)
+            return [], True
 
-    def _send(self, item: _Taken) -> None:
+    def _wait(self, timeout: float) -> None:
+        """Sleep on ``_wake`` (lock held) until notified or ``timeout``."""
+        self._worker_idle = True
+        try:
+            self._wake.wait(timeout)
+        finally:
+            self._worker_idle = False
+
+    def _send_batch(self, batch: list[_Taken]) -> None:
         now_ms = int(time.time() * 1000)
-        result = validate_uplink(
-            item.topic,
-            item.payload,
-            topics=self._topics,
-            max_bytes=self._settings.mqtt.max_payload_bytes,
-            max_future_skew_s=self._bridge.max_future_skew_s,
-            now_ms=now_ms,
-        )
+        retries = len(self._retry)  # only this thread takes from the heap: more means a send failed
+        for i, item in enumerate(batch):
+            if self._stopping or len(self._retry) > retries or (item.gen != self._gen and item.qos > 0):
+                # Stopping, or a send failed (hold the rest behind its retry, in order), or the
+                # connection changed while this batch went out: back to the inbox, where _take
+                # sorts it out as if it had never been taken.
+                with self._lock:
+                    self._inbox.extendleft(reversed(batch[i:]))
+                return
+            try:
+                self._send(item, now_ms)
+            except Exception:  # a bug must not silently stop the uplink
+                log.exception("uplink: unexpected error sending %s", item.topic)
+                self._schedule_retry(item)
+
+    def _send(self, item: _Taken, now_ms: int) -> None:
+        try:
+            result: Event | Rejected = validate_uplink(
+                item.topic,
+                item.payload,
+                topics=self._topics,
+                max_bytes=self._settings.mqtt.max_payload_bytes,
+                max_future_skew_s=self._bridge.max_future_skew_s,
+                now_ms=now_ms,
+            )
+        except Exception as exc:  # a decoder bug: dead-letter this record, never retry it
+            # Retrying would hold every newer message behind it for ever (boofuzz found one such
+            # payload: a 400-digit score overflowed math.isfinite).
+            log.exception("uplink: validating a message from %s raised", item.topic)
+            result = Rejected("validation_error", f"{exc!r}"[:300])
         kafka = self._settings.kafka
+        partition: int | None = None  # None: kafka-python's partitioner decides
         if isinstance(result, Event):
             item.event = result
             topic, key = kafka.events_topic, result.cam.encode()
+            partition = self._event_partitions.get(key)
             value = item.payload
             headers = [("event_id", result.id.encode()), ("site", result.site.encode())]
         else:
@@ -274,7 +361,7 @@ class Uplink:
             if item.attempts == 0:
                 log.info("uplink: dead-letter %s from %s: %s", result.reason, item.topic, result.detail[:200])
         try:
-            future = self._producer.send(topic, key=key, value=value, headers=headers)
+            future = self._producer.send(topic, key=key, value=value, headers=headers, partition=partition)
         except Exception as exc:  # KafkaTimeoutError on metadata, buffer full, closed producer
             self._on_failed(item, exc)
             return
@@ -302,10 +389,34 @@ class Uplink:
                 self._metrics.inc("bridge_acks_dropped", help="Ack messages paho refused to queue.")
             self._metrics.inc("bridge_acks_published", help="Ack messages published to cameras.")
 
+    def flush_metrics(self) -> None:
+        """Move the counts since the last flush into the registry (worker thread, and close)."""
+        with self._lock:
+            c, self._counts = self._counts, _Counts()
+            inflight = self._inflight
+        m = self._metrics
+        m.set("bridge_uplink_inflight", inflight, help="MQTT messages taken, not yet acked by Kafka.")
+        if c.received:
+            m.inc("bridge_uplink_received", c.received, help="MQTT event messages taken.")
+        if c.redelivered:
+            m.inc("bridge_uplink_redelivered", c.redelivered, help="MQTT messages the broker sent again.")
+        if c.produced:
+            m.inc("bridge_uplink_produced", c.produced, help="Events Kafka acknowledged.")
+        for reason, n in c.dead_letters.items():
+            m.inc("dead_letters", n, help="Records sent to the dead-letter topic.", reason=reason, source="mqtt")
+        if c.unacked_stale:
+            m.inc("bridge_uplink_unacked_stale", c.unacked_stale,
+                  help="In Kafka, but their MQTT connection was gone.")  # fmt: skip
+        if c.produce_errors:
+            m.inc("bridge_uplink_produce_errors", c.produce_errors, help="Failed Kafka sends (retried).")
+        for seconds in c.latencies:
+            m.observe("bridge_uplink_latency_seconds", seconds, help="MQTT arrival to Kafka acknowledgement.")
+
     # ------------------------------------------------------------------ kafka I/O thread
 
     def _on_sent(self, item: _Taken, result: Event | Rejected, metadata: Any) -> None:
-        with self._wake:
+        event = result if isinstance(result, Event) else item.event
+        with self._lock:
             acked = item.qos > 0 and item.gen == self._gen and self._connected
             if acked:
                 self._client.ack(item.mid, item.qos)
@@ -313,26 +424,20 @@ class Uplink:
             if self._failing_since is not None:
                 log.info("uplink: Kafka accepts records again")
                 self._failing_since = None
-        if isinstance(result, Event):
-            self.acks.add(result.site, result.cam, result.seq)
-            self._metrics.inc("bridge_uplink_produced", help="Events Kafka acknowledged.")
-        else:
-            if item.event is not None:
-                self.acks.add(item.event.site, item.event.cam, item.event.seq)
-            self._metrics.inc(
-                "dead_letters", help="Records sent to the dead-letter topic.", reason=result.reason,
-                source="mqtt",
-            )  # fmt: skip
-        self._metrics.observe(
-            "bridge_uplink_latency_seconds",
-            time.monotonic() - item.received,
-            help="MQTT arrival to Kafka acknowledgement.",
-        )
-        if not acked and item.qos > 0:
-            self._metrics.inc("bridge_uplink_unacked_stale", help="In Kafka, but their MQTT connection was gone.")
+            c = self._counts
+            if isinstance(result, Event):
+                c.produced += 1
+            else:
+                c.dead_letters[result.reason] = c.dead_letters.get(result.reason, 0) + 1
+            if not acked and item.qos > 0:
+                c.unacked_stale += 1
+            c.latency(time.monotonic() - item.received)
+        if event is not None:
+            self.acks.add(event.site, event.cam, event.seq)
 
     def _on_failed(self, item: _Taken, exc: BaseException) -> None:
-        self._metrics.inc("bridge_uplink_produce_errors", help="Failed Kafka sends (retried).")
+        with self._lock:
+            self._counts.produce_errors += 1
         self._schedule_retry(item, exc)
 
     def _schedule_retry(self, item: _Taken, exc: BaseException | None = None) -> None:
@@ -353,7 +458,5 @@ class Uplink:
 
     def _release(self, item: _Taken) -> None:
         self._inflight -= 1
-        self._set_inflight_gauge()
-
-    def _set_inflight_gauge(self) -> None:
-        self._metrics.set("bridge_uplink_inflight", self._inflight, help="MQTT messages taken, not yet acked by Kafka.")
+        if item.gen == self._gen:
+            self._gen_inflight -= 1

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bridge_helpers import (
@@ -146,6 +147,35 @@ def test_rejects_go_to_dead_letter_and_bridge_keeps_forwarding(make_settings: Ca
         # released from cam-1's outbox; cam-2's seq 2 sent on cam-1's topic is not cam-1's to ack.
         assert edge.wait_for(lambda _: acked() >= {1, 3}, 10)
         assert 2 not in acked()
+
+
+def test_a_validation_bug_dead_letters_the_message_instead_of_stalling(
+    make_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Fault injection: the validator raises on one payload (as schema did on 400-digit numbers,
+    # found by boofuzz). That message is dead-lettered with the reason; later ones still flow.
+    import pipeline.bridge.uplink as uplink_module
+
+    real = uplink_module.validate_uplink
+
+    def flaky(topic: str, raw: bytes, **kw: Any) -> Any:
+        if b"boom" in raw:
+            raise OverflowError("int too large to convert to float")
+        return real(topic, raw, **kw)
+
+    monkeypatch.setattr(uplink_module, "validate_uplink", flaky)
+    settings = bridge_settings(make_settings)
+    topic = events_topic(settings, "cam-1")
+    good = make_event("cam-1", 1)
+    with running_bridge(settings), mqtt_peer(settings) as edge:
+        edge.publish(topic, b'{"boom": 1}')
+        edge.publish(topic, encode_event(good))
+        events = read_topic(settings, settings.kafka.events_topic, min_count=1)
+        dead = read_topic(settings, settings.kafka.dead_letter_topic, min_count=1)
+    assert [decode_event(r.value).id for r in events] == [good.id]  # type: ignore[union-attr]
+    (record,) = dead
+    value = json.loads(record.value)
+    assert value["reason"] == "validation_error" and "OverflowError" in value["detail"]
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (./dev setup installs it)")
