@@ -321,6 +321,12 @@ class CloudSettings(Section):
     dedupe_max_per_camera: int = Field(
         20_000, ge=10, description="Event ids remembered per camera; the oldest are forgotten beyond it."
     )
+    consumer_fetch_max_wait_ms: int | None = Field(
+        None, ge=1, le=10_000,
+        description="Opt-in: the Faust consumer's fetch wait (faust-streaming hard-codes 1500 ms; Tansu then"
+        " adds ~500 ms per hop; 100 cuts the worker hop to ~40 ms). Off by default: with it on, two worker"
+        " kill/restart tests lost alerts under load (under investigation, docs/faults.md).",
+    )  # fmt: skip
     track_state_ttl_s: float = Field(
         300.0, gt=0,
         description="Forget a track's rule state and verdict after this long without any event of it (event"

@@ -223,7 +223,7 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
     """The Faust app of the cloud stage (not started)."""
     metrics = metrics or Registry()
     app = PipelineFaustApp(
-        settings.cloud.app_id, fetch_max_wait_ms=settings.kafka.fetch_max_wait_ms, **faust_options(settings)
+        settings.cloud.app_id, fetch_max_wait_ms=settings.cloud.consumer_fetch_max_wait_ms, **faust_options(settings)
     )
     proc = CloudProcessor(app, settings, metrics)
     ms = settings.model_server
