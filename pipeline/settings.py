@@ -70,7 +70,8 @@ class KafkaSettings(Section):
         100, ge=1, le=10_000,
         description="Longest a consumer's fetch waits at the broker for data. A broker answers early when data"
         " arrives, but Tansu 0.6 waits the full time on multi-partition fetches (~500 ms of latency); 100 ms"
-        " costs an idle consumer ~10 requests/s.",
+        " costs an idle consumer ~10 requests/s. Used by the bridge's downlink; the Faust worker has its own"
+        " (cloud.consumer_fetch_max_wait_ms).",
     )  # fmt: skip
     fast_group_join: bool = Field(
         False,

@@ -1,4 +1,4 @@
-"""A Faust app whose Kafka consumer waits at most ``kafka.fetch_max_wait_ms`` in a fetch.
+"""A Faust app whose Kafka consumer can wait at most ``cloud.consumer_fetch_max_wait_ms`` in a fetch.
 
 faust-streaming 0.15.3 builds its aiokafka consumer with ``fetch_max_wait_ms=1500`` hard-coded
 (``faust/transport/drivers/aiokafka.py``) and offers no setting for it. A broker answers a
@@ -7,7 +7,8 @@ does not when the fetch covers several partitions (measured here: 483 ms median 
 partitions vs 2 ms for one, 13 ms with a 100 ms wait), and the worker subscribes to all of the
 events topic's partitions plus its changelogs: that was ~500 ms of the capture -> alert latency.
 
-The consumer class is Faust's own; only the wait is replaced, before the consumer starts.
+The consumer class is Faust's own; only the wait is replaced, before the consumer starts, and only
+when the setting is given (opt-in: see its description in ``pipeline/settings.py``).
 """
 
 from __future__ import annotations
