@@ -328,6 +328,16 @@ class CloudSettings(Section):
         " adds ~500 ms per hop; 100 cuts the worker hop to ~40 ms). Off by default: with it on, two worker"
         " kill/restart tests lost alerts under load (under investigation, docs/faults.md).",
     )  # fmt: skip
+    offset_max_rewinds: int = Field(
+        5, ge=0,
+        description="Rewinds of an events partition for one offset gap before the gap is accepted as real"
+        " (records that never reached the worker; see pipeline/cloud_stage/offset_guard.py).",
+    )  # fmt: skip
+    offset_stall_s: float = Field(
+        10.0, gt=0,
+        description="An events partition with records waiting in Kafka that delivered nothing for this long"
+        " (and no batch in progress) is rewound to its next expected offset.",
+    )  # fmt: skip
     track_state_ttl_s: float = Field(
         300.0, gt=0,
         description="Forget a track's rule state and verdict after this long without any event of it (event"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -28,9 +29,11 @@ from faust.worker import Worker
 
 from pipeline.cloud_stage.alerting import IncidentLedger, make_alert
 from pipeline.cloud_stage.consume import SeenIndex, dead_letter_record, decode, event_context
+from pipeline.cloud_stage.diagnostics import install_task_dump
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
 from pipeline.cloud_stage.faust_transport import PipelineFaustApp
 from pipeline.cloud_stage.inference_client import InferenceClient
+from pipeline.cloud_stage.offset_guard import GapReport, OffsetGuard
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.track_expiry import TrackExpiry
 from pipeline.cloud_stage.verification import Verdict, Verifier, fuse
@@ -123,10 +126,55 @@ class CloudProcessor:
             c.track_state_ttl_s, metrics,
         )  # fmt: skip
         self.verifier = Verifier(settings, metrics)
+        self.guard = OffsetGuard(c.offset_max_rewinds, c.offset_stall_s)
+        # app.consumer is created lazily by Faust: look it up when seeking, not now.
+        self.seek: Callable[[Any, int], Awaitable[None]] = lambda tp, offset: app.consumer.seek(tp, offset)
+        self.busy = False
         he = settings.hard_examples
         self.hard_examples = HardExampleRecorder(he, metrics) if he.enabled else None
 
     async def handle(self, events: list[EventT[Any]]) -> None:
+        """One batch from ``take_events``: records past a gap are skipped and their partition
+        rewound (:mod:`pipeline.cloud_stage.offset_guard`); the rest is processed."""
+        self.busy = True
+        try:
+            report = GapReport()
+            live = [fe for fe in events if self.guard.decide(fe.message.tp, fe.message.offset, report) == "process"]
+            await self._rewind(report.rewind_to, "gap")
+            for tp, first, seen in report.accepted:
+                log.error("events %s: offsets %d..%d never arrived after %d rewinds; going on without them",
+                          tp, first, seen - 1, self.guard.max_rewinds)  # fmt: skip
+                self.metrics.inc("cloud_offset_gaps_accepted_total", help="Offset gaps given up on.")
+            await self._handle(live)
+            for tp in {fe.message.tp for fe in live}:
+                self.guard.progressed(tp)
+        finally:
+            self.busy = False
+
+    async def _rewind(self, targets: dict[Any, int], reason: str) -> None:
+        for tp, offset in targets.items():
+            log.warning("events %s: rewinding to offset %d (%s: records from there did not reach the worker)",
+                        tp, offset, reason)  # fmt: skip
+            self.metrics.inc("cloud_offset_rewinds_total", help="Partitions sought back to a missed offset.",
+                             reason=reason)  # fmt: skip
+            await self.seek(tp, offset)
+            self.guard.rewound(tp)
+
+    async def check_stalls(self, assignment: set[Any], highwater: Callable[[Any], int | None]) -> None:
+        """Rewind partitions with records waiting in Kafka that delivered nothing for a while."""
+        if self.busy:  # a long batch (a held model call) is not a stall
+            return
+        topic = self.settings.kafka.events_topic
+        highwaters: dict[Any, int | None] = {}
+        for tp in assignment:
+            if tp.topic == topic:
+                try:
+                    highwaters[tp] = highwater(tp)
+                except Exception:  # not fetched yet, or revoked meanwhile
+                    highwaters[tp] = None
+        await self._rewind(self.guard.stalled(highwaters), "stall")
+
+    async def _handle(self, events: list[EventT[Any]]) -> None:
         m = self.metrics
         accepted: list[tuple[EventT[Any], Event]] = []
         in_batch: set[str] = set()
@@ -236,10 +284,24 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
 
     app.agent(proc.events_topic, name="cloud-events")(process)
 
+    def _on_seeked(offsets: dict[Any, int]) -> None:
+        proc.guard.start({tp: off for tp, off in offsets.items() if tp.topic == settings.kafka.events_topic})
+
+    app.seek_listeners.append(_on_seeked)
+
+    @app.timer(interval=max(0.5, settings.cloud.offset_stall_s / 4))  # type: ignore[untyped-decorator]
+    async def _stall_check() -> None:
+        await proc.check_stalls(app.consumer.assignment(), app.consumer.highwater)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _diagnostics() -> None:  # `kill -USR1 <pid>`: every task's stack to the log
+        install_task_dump(asyncio.get_running_loop())
+
     @app.on_partitions_assigned.connect  # type: ignore[misc,arg-type]
     async def _on_assigned(app: faust.App, *args: Any, **kwargs: Any) -> None:
         proc.seen.reset()
         proc.expiry.reset()
+        proc.guard.reset()
 
     @app.on_rebalance_complete.connect  # type: ignore[misc,arg-type]
     async def _on_ready(app: faust.App, *args: Any, **kwargs: Any) -> None:

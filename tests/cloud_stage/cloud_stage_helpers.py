@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,6 +93,13 @@ class CloudWorker(PipelineService):
         config = data_dir / "cloud.yaml"
         config.write_text(settings.to_yaml())
         super().__init__("cloud", data_dir, config, ["cloud"], r"cloud stage ready", start_timeout_s=90)
+
+    def diagnose(self, lines: int = 400) -> str:
+        """The log tail after asking the worker for its task stacks (SIGUSR1): for failure messages."""
+        if self.pid is not None:
+            os.kill(self.pid, signal.SIGUSR1)
+            time.sleep(1.0)
+        return self.log_tail(lines)
 
 
 def worker_settings(make_settings: object, **cloud: object) -> Settings:

@@ -76,7 +76,7 @@ def test_alerts_dedupe_poison_and_restart(
     produce(s, events)  # duplicates of phase 1 after the crash
     worker.start()
     alerts = reader.wait_for(len(expected | expected2), timeout_s=90, settle_s=4.0)
-    assert {a.id for a in alerts} == expected | expected2, worker.log_tail()  # none lost, no new ids
+    assert {a.id for a in alerts} == expected | expected2, worker.diagnose()  # none lost, no new ids
     # phase 1 was committed long before the crash: its replayed events hit the recovered seen set
     assert sorted(a.id for a in alerts if a.id in expected) == sorted(expected)
     reader.close()
