@@ -47,8 +47,9 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             done.set()
 
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with AlertSubscriber(settings, f"alerts-cli-{os.getpid()}", on_alert, topic=topic), contextlib.suppress(
-        KeyboardInterrupt
+    with (
+        AlertSubscriber(settings, f"alerts-cli-{os.getpid()}", on_alert, topic=topic),
+        contextlib.suppress(KeyboardInterrupt),
     ):
         done.wait()
     return 0

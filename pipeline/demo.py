@@ -84,8 +84,7 @@ def run_demo(
     shutil.rmtree(run_dir, ignore_errors=True)  # a demo starts from nothing: empty brokers, no outbox
     run_dir.mkdir(parents=True)
     began = time.monotonic()
-    print_fn(f">> starting Mosquitto, Tansu (Kafka protocol) and the TF-Serving-compatible "
-             f"model server in {run_dir}")
+    print_fn(f">> starting Mosquitto, Tansu (Kafka protocol) and the TF-Serving-compatible model server in {run_dir}")
     with LocalStack(settings, run_dir) as stack:
         s = demo_settings(stack.settings, run_dir, clip, loops=False)
         config_file = run_dir / "demo-settings.yaml"

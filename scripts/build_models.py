@@ -75,14 +75,17 @@ def ensure_tools() -> None:
     if not (marker.exists() and marker.read_text() == "\n".join(CONVERTER_PINS)):
         shutil.rmtree(PYLIB, ignore_errors=True)
         log(f"installing {' '.join(CONVERTER_PINS)} (--no-deps) into {PYLIB}")
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(PYLIB),
-                        *CONVERTER_PINS], check=True)
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(PYLIB), *CONVERTER_PINS],
+            check=True,
+        )
         marker.write_text("\n".join(CONVERTER_PINS))
     for mod in ("tensorflow_decision_forests", "tensorflow_hub"):
         d = STUBS / mod
         d.mkdir(parents=True, exist_ok=True)
         (d / "__init__.py").write_text(
-            '"""Import stub: tensorflowjs imports this at module level; graph-model conversion never uses it."""\n')
+            '"""Import stub: tensorflowjs imports this at module level; graph-model conversion never uses it."""\n'
+        )
     sys.path[:0] = [str(PYLIB), str(STUBS)]
 
 
@@ -92,8 +95,12 @@ def fetch(skip: bool) -> Path:
     tgz = npm_dir / NPM_TARBALL
     if not (skip and tgz.exists()):
         log(f"npm pack {NPM_PACKAGE}@{NPM_VERSION} (~145 MB)")
-        subprocess.run(["npm", "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--silent"], cwd=npm_dir, check=True,
-                       stdout=subprocess.DEVNULL)
+        subprocess.run(
+            ["npm", "pack", f"{NPM_PACKAGE}@{NPM_VERSION}", "--silent"],
+            cwd=npm_dir,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     sha1 = hashlib.sha1(tgz.read_bytes()).hexdigest()
     if sha1 != NPM_SHA1:
         sys.exit(f"npm tarball sha1 {sha1} != pinned {NPM_SHA1}")
@@ -115,8 +122,7 @@ def convert_raw(tfjs_dir: Path) -> Path:
 
     raw = WORK / "raw_saved"
     shutil.rmtree(raw, ignore_errors=True)
-    api.graph_model_to_saved_model(str(tfjs_dir / "centernet.json"), str(raw),
-                                   compat_mode=api.CompatMode.TFLITE)
+    api.graph_model_to_saved_model(str(tfjs_dir / "centernet.json"), str(raw), compat_mode=api.CompatMode.TFLITE)
     log(f"tfjs-graph-converter -> {raw}")
     return raw
 
@@ -140,8 +146,9 @@ def build_module(raw_dir: Path):  # type: ignore[no-untyped-def]
 
         @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="images")])
         def serve(self, images):  # type: ignore[no-untyped-def]
-            det = tf.map_fn(lambda im: self._one(im[None])[0], images,
-                            fn_output_signature=tf.TensorSpec([100, 6], tf.float32))
+            det = tf.map_fn(
+                lambda im: self._one(im[None])[0], images, fn_output_signature=tf.TensorSpec([100, 6], tf.float32)
+            )
             return {"detections": det}
 
         @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="images")])
@@ -266,8 +273,10 @@ def verify(tflites: dict[str, Path], frames, check_index: int) -> dict[str, floa
 
     for k, det in results.items():
         ps = persons(det)
-        log(f"{k}: {ms[k]:.1f} ms/frame; persons>= {MIN_SCORE}: "
-            + ", ".join(f"[{d[0]:.0f},{d[1]:.0f},{d[2]:.0f},{d[3]:.0f}] {d[4]:.2f}" for d in ps))
+        log(
+            f"{k}: {ms[k]:.1f} ms/frame; persons>= {MIN_SCORE}: "
+            + ", ".join(f"[{d[0]:.0f},{d[1]:.0f},{d[2]:.0f},{d[3]:.0f}] {d[4]:.2f}" for d in ps)
+        )
         if len(ps) < MIN_PERSONS:
             log(f"FAIL: {k} found {len(ps)} persons (need {MIN_PERSONS})")
             ok = False
@@ -275,8 +284,10 @@ def verify(tflites: dict[str, Path], frames, check_index: int) -> dict[str, floa
     ref, q = persons(results["fp32"]), persons(results["int8"])
     matched = [max((iou(a, b) for b in q), default=0.0) for a in ref]
     agree = sum(m >= 0.5 for m in matched)
-    log(f"fp32 vs int8: {agree}/{len(ref)} fp32 persons matched at IoU>=0.5 "
-        f"(IoUs {[round(m, 2) for m in matched]}), int8 has {len(q)}")
+    log(
+        f"fp32 vs int8: {agree}/{len(ref)} fp32 persons matched at IoU>=0.5 "
+        f"(IoUs {[round(m, 2) for m in matched]}), int8 has {len(q)}"
+    )
     if not ok:
         sys.exit("verification failed")
     return ms
@@ -293,7 +304,8 @@ def write_metadata(tflites: dict[str, Path], tfjs_dir: Path) -> None:
         '    base_path: "/models/centernet"\n'
         '    model_platform: "tensorflow"\n'
         "  }\n"
-        "}\n")
+        "}\n"
+    )
     lic = (tfjs_dir / "LICENSE").read_text()
     (models / "LICENSE.human-models").write_text(lic)
     (EDGE_DIR / "LICENSE.human-models").write_text(lic)
@@ -303,23 +315,30 @@ def write_metadata(tflites: dict[str, Path], tfjs_dir: Path) -> None:
     (models / "SHA256SUMS").write_text("\n".join(lines) + "\n")
 
     dtypes = {"fp32": "float32", "int8": "int8-dynamic-range (int8 weights, float32 activations and I/O)"}
-    entries = [{
-        "file": p.name,
-        "name": "centernet",
-        "variant": k,
-        "version": f"human-models-{NPM_VERSION}",
-        "sha256": sha256(p),
-        "size": p.stat().st_size,
-        "input_size": [SIZE, SIZE],
-        "input": {"name": "images", "shape": [1, SIZE, SIZE, 3], "dtype": "float32", "range": "0-255 RGB"},
-        "output": {"name": "detections", "shape": [1, 100, 6], "dtype": "float32",
-                   "layout": "x1,y1,x2,y2 (512-px space), score, class (0-based COCO-80)"},
-        "labels": "coco80",
-        "dtype": dtypes[k],
-        "source": f"npm {NPM_PACKAGE}@{NPM_VERSION} models/centernet.json+bin",
-        "license": "MIT (LICENSE.human-models)",
-        "converter": f"tensorflow {tf.__version__}",
-    } for k, p in tflites.items()]
+    entries = [
+        {
+            "file": p.name,
+            "name": "centernet",
+            "variant": k,
+            "version": f"human-models-{NPM_VERSION}",
+            "sha256": sha256(p),
+            "size": p.stat().st_size,
+            "input_size": [SIZE, SIZE],
+            "input": {"name": "images", "shape": [1, SIZE, SIZE, 3], "dtype": "float32", "range": "0-255 RGB"},
+            "output": {
+                "name": "detections",
+                "shape": [1, 100, 6],
+                "dtype": "float32",
+                "layout": "x1,y1,x2,y2 (512-px space), score, class (0-based COCO-80)",
+            },
+            "labels": "coco80",
+            "dtype": dtypes[k],
+            "source": f"npm {NPM_PACKAGE}@{NPM_VERSION} models/centernet.json+bin",
+            "license": "MIT (LICENSE.human-models)",
+            "converter": f"tensorflow {tf.__version__}",
+        }
+        for k, p in tflites.items()
+    ]
     (EDGE_DIR / "models.json").write_text(json.dumps({"models": entries}, indent=2) + "\n")
     log("wrote models.config, SHA256SUMS, models.json, LICENSE.human-models")
 

@@ -332,12 +332,7 @@ def _build_acks(o: dict[str, Any]) -> Acks:
         raise _Bad("bad_field", "ranges")
     out: list[tuple[int, int]] = []
     for r in ranges:
-        if (
-            not isinstance(r, list)
-            or len(r) != 2
-            or any(type(x) is not int or x < 0 for x in r)
-            or r[0] > r[1]
-        ):
+        if not isinstance(r, list) or len(r) != 2 or any(type(x) is not int or x < 0 for x in r) or r[0] > r[1]:
             raise _Bad("bad_field", f"range {r!r:.40}")
         out.append((r[0], r[1]))
     return Acks(v=o["v"], cam=_str(o, "cam"), ranges=tuple(out))

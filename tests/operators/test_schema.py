@@ -115,7 +115,11 @@ def test_bad_events_rejected_with_reason(raw: bytes, reason: str | None) -> None
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.integers(-(10**500), 10**500) | st.floats(allow_nan=False)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(10**500), 10**500)
+    | st.floats(allow_nan=False)
     | st.text(max_size=20),
     lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=6),
     max_leaves=8,
