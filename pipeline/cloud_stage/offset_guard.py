@@ -19,7 +19,8 @@ The guard is plain bookkeeping, with no Faust in it (the worker wires it in):
 - A record *below* ``expected`` is a replay (after a rewind or a restart): processed as usual;
   the seen-set makes it harmless.
 - A partition that has records waiting (high watermark beyond ``expected``) but delivered
-  nothing for ``stall_s`` is rewound too.
+  nothing for ``stall_s`` is rewound too, at most ``max_rewinds`` times in a row (a transaction
+  marker also lifts the high watermark, and no record will ever come for it).
 """
 
 from __future__ import annotations
@@ -123,6 +124,8 @@ class OffsetGuard:
             part = self._parts.get(tp)
             if part is None or part.expected is None or hw is None or hw <= part.expected:
                 continue
+            if part.rewinds >= self.max_rewinds:
+                continue  # nothing came after max_rewinds seeks: e.g. only transaction markers remain
             if now - part.progress_at >= self.stall_s:
                 out[tp] = part.expected
         return out

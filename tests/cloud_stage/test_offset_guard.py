@@ -105,6 +105,22 @@ def test_a_partition_with_records_waiting_and_no_progress_is_stalled() -> None:
     assert guard.stalled({"p0": 60}) == {}  # the rewind restarts the clock
 
 
+def test_a_stall_that_rewinds_do_not_cure_is_given_up_after_max_rewinds() -> None:
+    # e.g. Apache Kafka with a transaction marker last: highwater is one past the last record
+    clock = Clock()
+    guard = OffsetGuard(max_rewinds=2, stall_s=10.0, clock=clock)
+    guard.start({"p0": 8})
+    for _ in range(2):
+        clock.t += 11.0
+        assert guard.stalled({"p0": 9}) == {"p0": 8}
+        guard.rewound("p0")
+    clock.t += 11.0
+    assert guard.stalled({"p0": 9}) == {}
+    batch(guard, [("p0", 8)])  # a record at last: the count starts again
+    clock.t += 11.0
+    assert guard.stalled({"p0": 10}) == {"p0": 9}
+
+
 def test_reset_forgets_partitions() -> None:
     guard = OffsetGuard()
     guard.start({"p0": 3})
