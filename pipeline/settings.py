@@ -323,10 +323,11 @@ class CloudSettings(Section):
         20_000, ge=10, description="Event ids remembered per camera; the oldest are forgotten beyond it."
     )
     consumer_fetch_max_wait_ms: int | None = Field(
-        None, ge=1, le=10_000,
-        description="Opt-in: the Faust consumer's fetch wait (faust-streaming hard-codes 1500 ms; Tansu then"
-        " adds ~500 ms per hop; 100 cuts the worker hop to ~40 ms). Off by default: with it on, two worker"
-        " kill/restart tests lost alerts under load (under investigation, docs/faults.md).",
+        100, ge=1, le=10_000,
+        description="The Faust consumer's fetch wait (faust-streaming hard-codes 1500 ms; Tansu then adds"
+        " ~500 ms per hop; 100 cuts the worker hop to ~40 ms). None keeps Faust's 1500 ms. It was opt-in while"
+        " a worker-restart record loss seen with it was open; that was Faust's post-restart seek race, now"
+        " guarded (docs/faults.md, finding 9).",
     )  # fmt: skip
     offset_max_rewinds: int = Field(
         5, ge=0,
