@@ -53,7 +53,11 @@ class ModeResult:
 
 def detection_scores(every: dict[str, EveryFrame], gt: GroundTruth, min_score: float) -> dict[str, DetectionScore]:
     truth = {i: [b for _, b in gt.at(i)] for i in range(gt.first, gt.last + 1)}
-    return {name: score_detections(ev.detections, truth, min_score=min_score) for name, ev in every.items()}
+    return {
+        name: score_detections({f: [(b, s) for b, s, _ in d] for f, d in ev.detections.items()}, truth,
+                               min_score=min_score)
+        for name, ev in every.items()
+    }  # fmt: skip
 
 
 def _rows(tracks: TrackRows) -> dict[str, list[list[float]]]:

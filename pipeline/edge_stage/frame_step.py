@@ -17,6 +17,8 @@ Stages run on the camera's own thread; none of them is thread-safe, none needs t
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -40,6 +42,9 @@ from pipeline.settings import CameraSettings, EdgeSettings
 
 if TYPE_CHECKING:
     from pipeline.edge_stage.model_swap import CameraModels
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -113,7 +118,11 @@ class GateStage:
 
 
 class TrackStage:
-    """The tracker: detections to tracks (or a prediction on gated frames); persists its next id.
+    """The tracker: detections to tracks (or a prediction on gated frames); persists its next id,
+    and a snapshot of its tracks when one starts or ends and about once a second (frame time) so a node that crashed or was
+    killed takes its people back under the same ids when it restarts (they come back as lost
+    tracks, re-identified by their next detection within ``edge.track_lost_s``). A stream that
+    ends cleanly ends its tracks (``track_ended``) and clears the snapshot.
 
     Timed only on frames with detections: a predict-only step costs microseconds and would pull
     ``tracker_seconds``' p50 towards zero."""
@@ -124,7 +133,16 @@ class TrackStage:
     def __init__(self, edge: EdgeSettings, outbox: Outbox, cam: str, camera: CameraSettings | None = None) -> None:
         self.edge, self.outbox = edge, outbox
         self._id_key = f"next_track_id:{cam}"
+        self._snapshot_key = f"tracker:{cam}"
+        self._next_snapshot_ms: int | None = None
         self.tracker = build_tracker(edge, first_id=outbox.get_state(self._id_key, 1), camera=camera)
+        saved = outbox.get_text(self._snapshot_key)
+        if saved is not None:
+            try:
+                restored = self.tracker.restore_state(json.loads(saved))
+                log.info("camera %s: %d tracks taken back from before the restart", cam, restored)
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                log.warning("camera %s: tracker snapshot ignored: %s", cam, exc)
 
     def process(self, frame: FrameState) -> bool:
         if not frame.motion:
@@ -133,11 +151,16 @@ class TrackStage:
         frame.update = self.tracker.update(frame.detections, frame.ts_ms)
         if frame.update.started:  # ids stay unique across restarts
             self.outbox.set_state(self._id_key, self.tracker.next_id)
+        changed = frame.update.started or frame.update.ended
+        if changed or self._next_snapshot_ms is None or frame.ts_ms >= self._next_snapshot_ms:
+            self.outbox.set_text(self._snapshot_key, json.dumps(self.tracker.export_state(), separators=(",", ":")))
+            self._next_snapshot_ms = frame.ts_ms + 1000
         return True
 
     def close(self, last: FrameState) -> None:
         last.update = self.tracker.end_all(last.ts_ms)
         self.outbox.set_state(self._id_key, self.tracker.next_id)
+        self.outbox.set_text(self._snapshot_key, None)
 
 
 class DetectStage:

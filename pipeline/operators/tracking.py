@@ -35,8 +35,9 @@ reused within a tracker; tentative tracks that die also consume ids, so there ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from pipeline.operators.appearance import Feature, blend, similarity
 from pipeline.operators.assignment import linear_assignment
@@ -283,6 +284,44 @@ class Tracker:
         return [replace(t.snapshot(), box=clip_box(t.kf.box_at(dt_s)))
                 for t in self._live if t.confirmed and t.missed <= self.max_missed]  # fmt: skip
 
+    def export_state(self) -> dict[str, Any]:
+        """Confirmed tracks and the id counter as JSON-ready data (a node saves it to survive a restart)."""
+        return {
+            "v": 1,
+            "next_id": self._next_id,
+            "tracks": [
+                {"id": t.id, "label": t.label, "score": t.score, "first_ms": t.first_ms, "last_ms": t.last_ms,
+                 "box": list(t.last_box), "hits": t.hits, "feature": list(t.feature) if t.feature else None}
+                for t in self._live
+                if t.confirmed
+            ],
+        }  # fmt: skip
+
+    def restore_state(self, state: Mapping[str, Any]) -> int:
+        """Take back tracks saved by :meth:`export_state` (a restarted node); returns how many.
+
+        Restored tracks keep their ids and count as *lost*: not reported until a detection
+        re-identifies them (stage 3, from their last box), and ended ``lost_ms`` after they were
+        last seen, as any lost track. Their velocity is not trusted across a restart. Raises
+        ValueError on data that is not such a state.
+        """
+        try:
+            tracks = [
+                _Live(id=int(d["id"]), label=str(d["label"]), kf=KalmanBox(_box(d["box"])), score=float(d["score"]),
+                      first_ms=int(d["first_ms"]), last_ms=int(d["last_ms"]), last_box=_box(d["box"]),
+                      hits=int(d["hits"]), missed=self.max_missed + 1, confirmed=True,
+                      feature=tuple(float(v) for v in d["feature"]) if d.get("feature") else None)
+                for d in state["tracks"]
+            ]  # fmt: skip
+            next_id = int(state["next_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a tracker state: {exc!r}") from exc
+        known = {t.id for t in self._live}
+        fresh = [t for t in tracks if t.id not in known][: max(0, self.max_tracks - len(self._live))]
+        self._live.extend(fresh)
+        self._next_id = max(self._next_id, next_id, *(t.id + 1 for t in fresh))
+        return len(fresh)
+
     def end_all(self, t_ms: int) -> TrackUpdate:
         """End every confirmed track (camera stopped or source switched)."""
         self._advance(t_ms)
@@ -339,6 +378,11 @@ class Tracker:
         pairs = [(tracks[r], dets[c]) for r, c in linear_assignment(cost) if cost[r][c] < _NO_MATCH]
         self.reidentified += sum(1 for ti, _ in pairs if self._live[ti].missed > self.max_missed)
         return pairs
+
+
+def _box(v: Any) -> Box:
+    x1, y1, x2, y2 = (float(c) for c in v)
+    return (x1, y1, x2, y2)
 
 
 def _centre_dist(a: Box, b: Box) -> float:
