@@ -165,6 +165,14 @@ class CameraSettings(Section):
         default_factory=list, description="Polygons (normalised x,y) where motion is ignored."
     )
     motion_threshold: float = Field(0.002, ge=0, le=1, description="Share of changed pixels that counts as motion.")
+    lines: list[tuple[Point, Point]] = Field(
+        default_factory=list,
+        description="Line segments (normalised, as in the cloud's line rules): the edge sends an event as soon"
+        " as a track's feet clearly change side of one, so every crossing it sees reaches the rules.",
+    )
+    line_margin: float = Field(
+        0.02, ge=0, lt=0.5, description="How far (normalised) from a line the feet must be to be on a side."
+    )
     crops: bool = Field(True, description="Attach a small JPEG crop to track_started events.")
     crop_max_bytes: int = Field(16 * 1024, ge=1024, le=60 * 1024, description="JPEG crop size cap.")
     blur_faces: bool = Field(False, description="Blur faces in crops before they leave the node.")
@@ -312,6 +320,13 @@ class RuleSettings(Section):
     window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
     cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
     schedule: tuple[str, str] | None = Field(None, description="Active between HH:MM and HH:MM (UTC).")
+    hysteresis: float = Field(
+        0.02,
+        ge=0,
+        lt=0.5,
+        description="Line rules: a side counts only this far (normalised) from the line, so feet jittering"
+        " on it count no crossing.",
+    )
 
 
 Escalation = Literal["always", "low_confidence", "track_started", "never"]

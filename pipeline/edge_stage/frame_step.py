@@ -241,6 +241,7 @@ class EmitStage:
         kick: Callable[[], None],
     ) -> None:
         self.policy = TrackEventPolicy(keepalive_ms=int(edge.keepalive_event_s * 1000))
+        self._lines_of: CameraSettings | None = None  # the camera config the policy's lines came from
         self.builder, self.outbox, self.topic = builder, outbox, topic
         self.metrics, self.cam = metrics, builder.cam
         self.kick = kick
@@ -256,6 +257,9 @@ class EmitStage:
 
     def process(self, frame: FrameState) -> bool:
         camera = frame.camera
+        if camera is not self._lines_of:  # first frame or a live config update
+            self.policy.lines, self.policy.line_margin = tuple(camera.lines), camera.line_margin
+            self._lines_of = camera
         for etype, track in self.policy.decide(frame.update, frame.ts_ms):
             crop_filter: CropFilter | None = None
             attrs: dict[str, str | float | int | bool] = {}
