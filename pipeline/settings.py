@@ -412,6 +412,64 @@ class HardExampleSettings(Section):
     )
 
 
+# --------------------------------------------------------------------------- history and console
+
+
+class HistorySettings(Section):
+    """``pipeline history``: the alerts topic into SQL (SQLite embedded, PostgreSQL in compose)."""
+
+    database_url: str = Field(
+        f"sqlite:///{DEFAULT_RUN_DIR / 'history.sqlite3'}",
+        pattern=r"^(sqlite:///.+|postgres(ql)?://.+)$",
+        description="sqlite:///PATH (embedded, the demo) or postgresql://USER:PASSWORD@HOST:PORT/DB (psycopg 3);"
+        " put a password in the environment (PIPELINE_HISTORY__DATABASE_URL), not in a file.",
+    )
+    group: str = Field("history", description="Kafka consumer group of the history store (one per database).")
+    crops: bool = Field(
+        True,
+        description="Also read the events topic and keep each track's crop (track_started), shown with its alerts.",
+    )
+    crop_max_bytes: int = Field(
+        24 * 1024, ge=1024, le=256 * 1024,
+        description="Largest crop kept; bigger ones are re-encoded smaller, or dropped (counted) if that fails.",
+    )  # fmt: skip
+    crop_blur: Literal["none", "person_head"] = Field(
+        "none",
+        description="Blur stored crops again: 'person_head' blurs the upper third of the edge's box (the edge's own"
+        " camera.blur_faces has already run on what it sent).",
+    )
+    retention_days: float = Field(30.0, gt=0, description="Alerts and crops older than this (alert time) are deleted.")
+    retention_interval_s: float = Field(600.0, gt=0, description="How often the retention delete runs.")
+    batch_max: int = Field(500, ge=1, le=10_000, description="Records written in one database transaction at most.")
+    health_port: int | None = Field(None, description="Serve /healthz and /metrics on this local port.")
+
+
+class ConsoleSettings(Section):
+    """``pipeline console``: the operator web app."""
+
+    host: str = Field("127.0.0.1", description="Address the console binds; loopback unless told otherwise.")
+    port: int = Field(8088, ge=0, le=65535, description="Console HTTP port (0 = any free port, printed).")
+    users: str | None = Field(
+        None,
+        description="Users as 'name:role:hash' entries separated by ';' (role admin or viewer; hash from"
+        " `pipeline console hash-password`). Set it from the environment.",
+    )
+    users_file: Path | None = Field(
+        None, description="File with one 'name:role:hash' line per user (# comments); read at start."
+    )
+    session_secret: SecretStr | None = Field(
+        None, description="Key that signs session cookies; default a random one per start (log in again after)."
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="A login lasts this long.")
+    live_alerts_kept: int = Field(200, ge=10, le=10_000, description="Recent live alerts kept in memory for new pages.")
+    page_size: int = Field(50, ge=5, le=500, description="History rows per page.")
+    offline_after_s: float = Field(
+        45.0, gt=0,
+        description="A camera whose status is older than this is shown offline (its node keeps it fresh every"
+        " edge.status_interval_s; a dead node's Last Will also marks it).",
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- local stack
 
 
@@ -431,6 +489,8 @@ class Settings(BaseSettings):
     cloud: CloudSettings = CloudSettings()
     registry: RegistrySettings = RegistrySettings()
     hard_examples: HardExampleSettings = HardExampleSettings()
+    history: HistorySettings = HistorySettings()
+    console: ConsoleSettings = ConsoleSettings()
     local: LocalStackSettings = LocalStackSettings()
 
     @classmethod
@@ -468,6 +528,7 @@ class Settings(BaseSettings):
             ("kafka", "sasl_password"),
             ("edge", "model_signing_key"),
             ("registry", "signing_key"),
+            ("console", "session_secret"),
         ):
             secret = getattr(getattr(self, section), field)
             if secret is not None:
