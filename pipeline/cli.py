@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "pipeline.model_registry.command",  # models add/list/serve/publish
     "pipeline.hard_examples.command",  # report hard-examples / coco
     "pipeline.history.command",  # history (alerts into SQL)
+    "pipeline.console.command",  # console (operator web app)
 )
 
 EPILOG = """\

@@ -148,6 +148,22 @@ class ModelRef(Section):
         return f"pipeline-model-v1\n{self.name}\n{self.version}\n{self.sha256}\n{self.size}".encode()
 
 
+class RuleSettings(Section):
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["presence", "zone", "dwell", "line", "count"] = "presence"
+    labels: list[str] = Field(default_factory=lambda: ["person"])
+    cameras: list[str] | None = Field(None, description="Cameras this rule applies to; None = all.")
+    min_score: float = Field(0.5, ge=0, le=1, description="Minimum fused score.")
+    zone: list[Point] | None = Field(None, description="Polygon (normalised) for zone/dwell/count rules.")
+    line: tuple[Point, Point] | None = Field(None, description="Segment (normalised) for line rules.")
+    direction: Literal["any", "left_to_right", "right_to_left"] = "any"
+    dwell_s: float = Field(10.0, gt=0)
+    count: int = Field(5, ge=1, description="Count rule fires above this many distinct tracks...")
+    window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
+    cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
+    schedule: tuple[str, str] | None = Field(None, description="Active between HH:MM and HH:MM (UTC).")
+
+
 class CameraSettings(Section):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Camera id, unique in the site.")
     source: str = Field(..., description="Video file path, V4L2 device index ('0') or rtsp/http URL.")
@@ -178,6 +194,11 @@ class CameraSettings(Section):
         10.0, gt=0, le=120,
         description="Network sources: give up opening, or reading a stalled stream, after this (then reopen).",
     )  # fmt: skip
+    rules: list[RuleSettings] = Field(
+        default_factory=list,
+        description="Cloud rules of this camera (drawn in `pipeline console` or sent with `pipeline config set`):"
+        " applied live by the cloud worker on top of cloud.rules; the edge only passes them on.",
+    )
     model: ModelRef | None = Field(
         None,
         description="Detector model from the cloud's registry (downloaded, verified, smoke-tested, then"
@@ -210,6 +231,12 @@ class EdgeSettings(Section):
     status_interval_s: float = Field(
         10.0, gt=0, description="Republish each camera's retained status (with metrics) this often."
     )
+    snapshot_interval_s: float = Field(
+        30.0, ge=0,
+        description="Publish a small retained JPEG of each camera (<prefix>/<site>/<cam>/snapshot, for the console's"
+        " zone editor) at most this often; 0 = never. Faces blurred when the camera has blur_faces.",
+    )  # fmt: skip
+    snapshot_max_bytes: int = Field(48 * 1024, ge=4096, le=256 * 1024, description="Largest snapshot JPEG.")
     model_dir: Path = Field(
         DEFAULT_RUN_DIR / "edge-models",
         description="Where downloaded models are kept (the active and the previous versions per camera).",
@@ -278,22 +305,6 @@ class BridgeSettings(Section):
 
 
 # --------------------------------------------------------------------------- cloud
-
-
-class RuleSettings(Section):
-    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    kind: Literal["presence", "zone", "dwell", "line", "count"] = "presence"
-    labels: list[str] = Field(default_factory=lambda: ["person"])
-    cameras: list[str] | None = Field(None, description="Cameras this rule applies to; None = all.")
-    min_score: float = Field(0.5, ge=0, le=1, description="Minimum fused score.")
-    zone: list[Point] | None = Field(None, description="Polygon (normalised) for zone/dwell/count rules.")
-    line: tuple[Point, Point] | None = Field(None, description="Segment (normalised) for line rules.")
-    direction: Literal["any", "left_to_right", "right_to_left"] = "any"
-    dwell_s: float = Field(10.0, gt=0)
-    count: int = Field(5, ge=1, description="Count rule fires above this many distinct tracks...")
-    window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
-    cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
-    schedule: tuple[str, str] | None = Field(None, description="Active between HH:MM and HH:MM (UTC).")
 
 
 Escalation = Literal["always", "low_confidence", "track_started", "never"]

@@ -33,6 +33,7 @@ from pipeline.edge_stage.model_swap import CameraModels
 from pipeline.edge_stage.motion_gate import MotionGate, detection_roi
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
+from pipeline.edge_stage.snapshot import encode_snapshot
 from pipeline.errors import PipelineError
 from pipeline.metrics import Registry, serve_http
 from pipeline.operators.schema import Rejected, encode_event
@@ -139,6 +140,7 @@ class CameraWorker:
         self.thread = threading.Thread(target=self._run, name=f"camera-{self.cam}", daemon=True)
         self._status_lock = threading.Lock()
         self._next_status = 0.0
+        self._next_snapshot = 0.0
         self._extras: Any = None
         self.models = CameraModels(
             self.cam, self.edge, store or ModelStore(self.edge, stop, mqtt=settings.mqtt),
@@ -177,6 +179,14 @@ class CameraWorker:
             )
             self._next_status = time.monotonic() + self.edge.status_interval_s
         self.publisher.publish_status(self.status_topic, payload)
+
+    def _publish_snapshot(self, frame: Image, camera: CameraSettings) -> None:
+        self._next_snapshot = time.monotonic() + self.edge.snapshot_interval_s
+        extras = self._extras_for(camera) if camera.blur_faces else None
+        jpeg = encode_snapshot(frame, self.edge.snapshot_max_bytes, extras.blur_faces if extras else None)
+        if jpeg is not None:
+            self.publisher.publish_status(self.topics.camera(self.edge.site, self.cam, Kind.SNAPSHOT), jpeg)
+            self.metrics.inc("snapshots_total", help="Camera snapshots published.", cam=self.cam)
 
     def _on_model_report(self, outcome: str, reason: str, new_tag: str | None) -> None:
         if new_tag is not None:
@@ -352,6 +362,8 @@ class CameraWorker:
                     )
                 if time.monotonic() >= self._next_status:
                     self.publish_status()
+                if self.edge.snapshot_interval_s and time.monotonic() >= self._next_snapshot:
+                    self._publish_snapshot(img, camera)
         finally:
             self._emit(tracker.end_all(last_ts), policy, builder, np.zeros((1, 1, 3), np.uint8), last_ts, camera)
             self.outbox.set_state(id_key, tracker.next_id)
