@@ -214,7 +214,7 @@ class ConsoleFeed:
                     "cam": cam, "state": state if online or state != "online" else "offline (stale)",
                     "online": online, "reason": s.get("reason", ""), "model": s.get("model", ""), "last_seen_ms": ts,
                     "fps": view.fps, "outbox_depth": metrics.get("outbox_depth"),
-                    "model_rollout": metrics.get("model_state") or metrics.get("model_pending") or "",
+                    "model_rollout": _rollout(metrics),
                     "config_rev": metrics.get("config_rev"), "has_snapshot": view.snapshot is not None,
                 })  # fmt: skip
         return out
@@ -243,6 +243,14 @@ def _json_or_text(raw: bytes) -> dict[str, Any]:
     except ValueError:
         return {"state": raw.decode(errors="replace")[:64]}
     return value if isinstance(value, dict) else {"state": str(value)[:64]}
+
+
+def _rollout(metrics: dict[str, Any]) -> str:
+    """The edge's model update state (pipeline/edge_stage/model_swap.py snapshot) in a few words."""
+    parts = [str(metrics[k]) for k in ("model_update", "model_error") if metrics.get(k)]
+    if metrics.get("model_previous"):
+        parts.append(f"previous {metrics['model_previous']}")
+    return ", ".join(parts)
 
 
 def _frames(status: dict[str, Any]) -> int | None:
