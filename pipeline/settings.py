@@ -475,9 +475,10 @@ class ConsoleSettings(Section):
     live_alerts_kept: int = Field(200, ge=10, le=10_000, description="Recent live alerts kept in memory for new pages.")
     page_size: int = Field(50, ge=5, le=500, description="History rows per page.")
     offline_after_s: float = Field(
-        45.0, gt=0,
-        description="A camera whose status is older than this is shown offline (its node keeps it fresh every"
-        " edge.status_interval_s; a dead node's Last Will also marks it).",
+        25.0, gt=0,
+        description="A camera whose status is older than this is shown offline (its node refreshes it every"
+        " edge.status_interval_s, 10 s by default). A node that dies is shown offline sooner: the broker"
+        " publishes its Last Will within ~1.5x mqtt.keepalive_s (at once if its process died).",
     )  # fmt: skip
 
 

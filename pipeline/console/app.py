@@ -224,7 +224,14 @@ def build_app(
             form=form or {},
             rules=view.config.get("rules") or [],
             masks=view.config.get("masks") or [],
-            shapes={"rules": view.config.get("rules") or [], "masks": view.config.get("masks") or []},
+            shapes={
+                "rules": view.config.get("rules") or [],
+                "masks": view.config.get("masks") or [],
+                "tracks": [
+                    {"track": t, "label": label, "box": list(box)}
+                    for t, (label, box, _ts) in sorted(view.tracks.items())
+                ],
+            },
         )
 
     async def camera_get(request: Request, user: User) -> Response:

@@ -4,8 +4,9 @@ One paho client (network thread) subscribes to
 - ``<prefix>/+/+/status`` (retained camera status) and ``<prefix>/+/nodes/+/status`` (retained
   node liveness with a Last Will): the fleet page;
 - ``<prefix>/alerts``: live alerts, fanned out to every Server-Sent-Events listener;
-- ``<prefix>/+/+/events``, of which only ``track_started`` records with a crop are decoded
-  (a byte test first): thumbnails of live alerts, newest ``CROPS_KEPT`` kept;
+- ``<prefix>/+/+/events``: the live tracks' boxes (drawn on the snapshot, at most
+  ``TRACKS_KEPT`` per camera) and the crops of ``track_started`` events (thumbnails of live
+  alerts, newest ``CROPS_KEPT`` kept);
 - ``<prefix>/+/+/snapshot`` (retained JPEG the edge publishes at a low cadence) and
   ``<prefix>/+/+/config`` (retained camera config: the rules and masks drawn on the snapshot).
 
@@ -31,12 +32,13 @@ import paho.mqtt.client as mqtt
 
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
-from pipeline.operators.schema import Alert, Rejected, decode_alert, decode_event
+from pipeline.operators.schema import Alert, Box, Rejected, decode_alert, decode_event
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
 log = logging.getLogger(__name__)
 CROPS_KEPT = 500
+TRACKS_KEPT = 50  # live track boxes per camera
 LISTENER_QUEUE = 100
 SNAPSHOT_MAX_BYTES = 256 * 1024
 
@@ -51,6 +53,7 @@ class CameraView:
     config_rev: int = 0
     snapshot: bytes | None = None
     snapshot_at_ms: int = 0
+    tracks: dict[int, tuple[str, Box, int]] = field(default_factory=dict)  # live tracks: label, box, ts
     fps: float | None = None  # frames read per second between the last two status messages
 
     def take_status(self, status: dict[str, Any], now_ms: int) -> None:
@@ -136,8 +139,8 @@ class ConsoleFeed:
                 self._camera(site, cam).take_status(status, now)
         elif kind is Kind.CONFIG:
             self._take_config(site, cam, raw)
-        elif kind is Kind.EVENTS and b'"crop":' in raw:
-            self._take_crop(raw)
+        elif kind is Kind.EVENTS:
+            self._take_event(raw)
 
     def _camera(self, site: str, cam: str) -> CameraView:
         view = self.cameras.get((site, cam))
@@ -160,18 +163,30 @@ class ConsoleFeed:
         for loop, queue in listeners:
             loop.call_soon_threadsafe(_offer, queue, live, self.metrics)
 
-    def _take_crop(self, raw: bytes) -> None:
+    def _take_event(self, raw: bytes) -> None:
+        """Live track boxes (drawn on the snapshot) and the crops of starting tracks (thumbnails)."""
         event = decode_event(raw, self.settings.mqtt.max_payload_bytes)
-        if isinstance(event, Rejected) or event.type != "track_started" or event.crop is None:
+        if isinstance(event, Rejected):
             return
-        try:
-            jpeg = base64.b64decode(event.crop, validate=True)
-        except (binascii.Error, ValueError):
-            return
+        jpeg = None
+        if event.type == "track_started" and event.crop is not None:
+            try:
+                jpeg = base64.b64decode(event.crop, validate=True)
+            except (binascii.Error, ValueError):
+                jpeg = None
         with self._lock:
-            self._crops[(event.site, event.cam, event.track)] = jpeg
-            while len(self._crops) > CROPS_KEPT:
-                self._crops.popitem(last=False)
+            view = self._camera(event.site, event.cam)
+            if event.type == "track_ended":
+                view.tracks.pop(event.track, None)
+            else:
+                view.tracks[event.track] = (event.label, event.box, event.ts)
+            if len(view.tracks) > TRACKS_KEPT:  # tracks whose end was lost: oldest first
+                for track, _ in sorted(view.tracks.items(), key=lambda kv: kv[1][2])[: len(view.tracks) - TRACKS_KEPT]:
+                    del view.tracks[track]
+            if jpeg is not None:
+                self._crops[(event.site, event.cam, event.track)] = jpeg
+                while len(self._crops) > CROPS_KEPT:
+                    self._crops.popitem(last=False)
 
     def _take_config(self, site: str, cam: str, raw: bytes) -> None:
         record = _json_or_text(raw)
@@ -192,7 +207,7 @@ class ConsoleFeed:
     def camera(self, site: str, cam: str) -> CameraView | None:
         with self._lock:
             view = self.cameras.get((site, cam))
-            return None if view is None else CameraView(**view.__dict__)
+            return None if view is None else CameraView(**{**view.__dict__, "tracks": dict(view.tracks)})
 
     def fleet(self) -> dict[str, dict[str, Any]]:
         """sites -> {"nodes": {node: status}, "cameras": [row, ...]} with online/offline decided now."""
@@ -209,9 +224,13 @@ class ConsoleFeed:
                 metrics: dict[str, Any] = s["metrics"] if isinstance(s.get("metrics"), dict) else {}
                 ts = _ts(s, view.status_at_ms)
                 state = str(s.get("state", "unknown"))
+                node_id = str(s.get("node", ""))
+                node_state = self.nodes.get((site, node_id), {}).get("state")
+                if state == "online" and node_state == "offline":
+                    state = "offline (node down)"  # its Last Will: the node died without a word
                 online = state == "online" and now - max(ts, view.status_at_ms) <= stale_ms
                 out.setdefault(site, {"nodes": {}, "cameras": []})["cameras"].append({
-                    "cam": cam, "state": state if online or state != "online" else "offline (stale)",
+                    "cam": cam, "node": node_id, "state": state if online or state != "online" else "offline (stale)",
                     "online": online, "reason": s.get("reason", ""), "model": s.get("model", ""), "last_seen_ms": ts,
                     "fps": view.fps, "outbox_depth": metrics.get("outbox_depth"),
                     "model_rollout": _rollout(metrics),

@@ -91,12 +91,15 @@ class EdgeSummary:
         return self.frames_gated / self.frames_sampled if self.frames_sampled else 0.0
 
 
-def _status_payload(site: str, cam: str, state: str, reason: str, model: str, metrics: dict[str, Any]) -> bytes:
+def _status_payload(
+    site: str, cam: str, state: str, reason: str, model: str, metrics: dict[str, Any], node: str = ""
+) -> bytes:
     return json.dumps(
         {
             "v": 1,
             "site": site,
             "cam": cam,
+            "node": node,  # the console shows a camera offline as soon as its node's Last Will says so
             "state": state,
             "reason": reason,
             "model": model,
@@ -175,7 +178,13 @@ class CameraWorker:
             if reason is not None:
                 self.reason = reason
             payload = _status_payload(
-                self.edge.site, self.cam, self.state, self.reason, self.model, self._metrics_snapshot()
+                self.edge.site,
+                self.cam,
+                self.state,
+                self.reason,
+                self.model,
+                self._metrics_snapshot(),
+                self.edge.node_id,
             )
             self._next_status = time.monotonic() + self.edge.status_interval_s
         self.publisher.publish_status(self.status_topic, payload)

@@ -10,7 +10,6 @@ import time
 from types import TracebackType
 
 import cv2
-import paho.mqtt.client as mqtt
 
 from pipeline.edge_stage.snapshot import encode_snapshot
 from pipeline.mqtt_client import connect, make_client
@@ -24,7 +23,8 @@ class ScriptedNode:
         self.settings, self.site, self.cam, self.node = settings, site, cam, node
         self.topics = Topics(settings.mqtt.topic_prefix)
         self.client = make_client(settings.mqtt, f"{settings.mqtt.topic_prefix}-{node}")
-        self.client.will_set(self.topics.node_status(site, node), b"offline", qos=1, retain=True)
+        self.client.will_set(self.topics.node_status(site, node), node_payload(site, node, "offline"), qos=1,
+                             retain=True)  # fmt: skip
         self._connected = threading.Event()
         self.client.on_connect = lambda *a: self._connected.set()
         self._seq = itertools.count(1)
@@ -34,7 +34,8 @@ class ScriptedNode:
     def __enter__(self) -> ScriptedNode:
         connect(self.client, self.settings.mqtt)
         assert self._connected.wait(10), "scripted node: no MQTT connection"
-        self.client.publish(self.topics.node_status(self.site, self.node), b"online", qos=1, retain=True)
+        self._publish(self.topics.node_status(self.site, self.node), node_payload(self.site, self.node, "online"),
+                      retain=True)  # fmt: skip
         self.publish_status()
         self.publish_snapshot()
         return self
@@ -49,7 +50,8 @@ class ScriptedNode:
 
     def publish_status(self, state: str = "online") -> None:
         self.frames += 250
-        status = {"v": 1, "site": self.site, "cam": self.cam, "state": state, "reason": "", "model": "centernet@fp32",
+        status = {"v": 1, "site": self.site, "cam": self.cam, "node": self.node, "state": state, "reason": "",
+                  "model": "centernet@fp32",
                   "metrics": {"frames_read": self.frames, "outbox_depth": 3, "config_rev": 0,
                               "model_update": "idle", "model_previous": None},
                   "ts": int(time.time() * 1000)}  # fmt: skip
@@ -63,6 +65,15 @@ class ScriptedNode:
         jpeg = encode_snapshot(frame, 48 * 1024)
         assert jpeg is not None
         self._publish(self.topics.camera(self.site, self.cam, Kind.SNAPSHOT), jpeg, retain=True)
+
+    def open_track(self, box: tuple[float, float, float, float]) -> int:
+        """A track that started and has not ended (a person still in view)."""
+        track = next(self._track)
+        ev = Event(id=f"{self.cam}-{track}-open-{time.time_ns()}", site=self.site, cam=self.cam,
+                   ts=int(time.time() * 1000), seq=next(self._seq), type="track_started", track=track, label="person",
+                   score=0.4, box=box, det="scripted@1")  # fmt: skip
+        self._publish(self.topics.camera(self.site, self.cam, Kind.EVENTS), encode_event(ev))
+        return track
 
     def track(self, boxes: list[tuple[float, float, float, float]], *, crop: str | None = None,
               step_ms: int = 200) -> tuple[int, list[Event]]:  # fmt: skip
@@ -82,6 +93,11 @@ class ScriptedNode:
         return track, events
 
 
+def node_payload(site: str, node: str, state: str) -> bytes:
+    """What pipeline/edge_stage/publisher.py publishes (retained, and as the Last Will)."""
+    return json.dumps({"v": 1, "site": site, "node": node, "state": state, "ts": int(time.time() * 1000)}).encode()
+
+
 def crossing_boxes(steps: int = 8) -> list[tuple[float, float, float, float]]:
     """A person walking left to right across the middle of the frame (bottom centre y = 0.7)."""
     out = []
@@ -89,7 +105,3 @@ def crossing_boxes(steps: int = 8) -> list[tuple[float, float, float, float]]:
         x = 0.2 + 0.6 * i / (steps - 1)
         out.append((round(x - 0.04, 4), 0.4, round(x + 0.04, 4), 0.7))
     return out
-
-
-def mqtt_message_id(info: mqtt.MQTTMessageInfo) -> int:
-    return int(info.mid)

@@ -3,13 +3,16 @@ bridge, cloud worker, Mosquitto and Tansu, with a scripted node publishing what 
 
 Done-when of issue 16: log in; an event published by the edge appears as a live alert within
 2 s; a line drawn on the snapshot becomes a rule whose crossing alert then arrives; an
-anonymous request is refused; a read-only user cannot save. Screenshots of the main pages are
+anonymous request is refused; a read-only user cannot save. Also: a node that dies is shown
+offline within its keep-alive; the history page searches the store. Screenshots of the main pages are
 taken on the way (docs/ with PIPELINE_SCREENSHOTS=docs).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -19,13 +22,14 @@ from typing import Any
 import cv2
 import pytest
 from conftest import CAM, PASSWORDS, SITE, ConsoleStack
-from console_helpers import crossing_boxes
+from console_helpers import crossing_boxes, node_payload
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from pipeline.settings import SAMPLE_CLIP
 from pipeline.testing import wait_until
+from pipeline.topics import Kind, Topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 Driver = Any
@@ -158,7 +162,10 @@ def test_line_drawn_on_snapshot_becomes_a_rule_whose_crossing_alert_arrives(
     assert wait_until(
         lambda: any(r.get("id") == "door" for r in (console_stack.feed.camera(SITE, CAM).config.get("rules") or [])), 20
     )  # type: ignore[union-attr]
+    open_track = node.open_track((0.30, 0.45, 0.38, 0.8))  # drawn as a live track box
+    assert wait_until(lambda: open_track in console_stack.feed.camera(SITE, CAM).tracks, 10)  # type: ignore[union-attr]
     driver.refresh()
+    assert driver.find_elements(By.CSS_SELECTOR, f"#overlay rect.track[data-track='{open_track}']")
     assert driver.find_elements(By.CSS_SELECTOR, "#rules tr.rule[data-id='door']")
     assert driver.find_elements(By.CSS_SELECTOR, "#overlay [data-rule='door']")
     driver.save_screenshot(str(screenshots_dir / "console-camera.png"))
@@ -218,3 +225,43 @@ def test_read_only_user_cannot_save(console_stack: ConsoleStack, browser: Driver
     assert wait_until(lambda: "is read-only" in driver.find_element(By.TAG_NAME, "body").text, 10)
     assert console_stack.metrics.counter("console_refused_total", why="read_only") == 1
     assert console_stack.metrics.counter("console_changes_total", user="vic") == 0
+
+
+def test_a_node_that_dies_is_shown_offline_within_its_keep_alive(console_stack: ConsoleStack, browser: Driver) -> None:
+    """A second node as its own process (mosquitto_sub holding the node's MQTT session with the
+    edge's Last Will), SIGKILLed: the broker publishes the will, the fleet page shows it."""
+    s = console_stack.settings
+    topics = Topics(s.mqtt.topic_prefix)
+    node, cam = "node-dies", "cam-dies"
+    keepalive_s = 5
+    will = node_payload(SITE, node, "offline").decode()
+    proc = subprocess.Popen(
+        ["mosquitto_sub", "-h", s.mqtt.host, "-p", str(s.mqtt.port), "-V", "mqttv5", "-k", str(keepalive_s),
+         "-i", f"{s.mqtt.topic_prefix}-{node}", "-t", f"{s.mqtt.topic_prefix}/unused", "--will-topic",
+         topics.node_status(SITE, node), "--will-payload", will, "--will-qos", "1", "--will-retain"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        status = {"v": 1, "site": SITE, "cam": cam, "node": node, "state": "online", "reason": "", "model": "m",
+                  "metrics": {"frames_read": 10, "outbox_depth": 0}, "ts": int(time.time() * 1000)}  # fmt: skip
+        for topic, payload in ((topics.node_status(SITE, node), node_payload(SITE, node, "online")),
+                               (topics.camera(SITE, cam, Kind.STATUS), json.dumps(status).encode())):  # fmt: skip
+            subprocess.run(["mosquitto_pub", "-h", s.mqtt.host, "-p", str(s.mqtt.port), "-q", "1", "-r",
+                            "-t", topic, "-s"], input=payload, check=True, timeout=10)  # fmt: skip
+        row = f"tr.camera[data-cam='{cam}']"
+
+        def state_shown() -> str:
+            driver.get(console_stack.url + "/")
+            rows = driver.find_elements(By.CSS_SELECTOR, row + " td.state")
+            return rows[0].text if rows else ""
+
+        driver = browser
+        assert wait_until(lambda: state_shown() == "online", 10)
+        proc.kill()
+        killed = time.monotonic()
+        assert wait_until(lambda: state_shown() == "offline (node down)", keepalive_s * 1.5, 0.2), state_shown()
+        print(f"node killed -> shown offline in {time.monotonic() - killed:.2f} s")
+        assert "offline" in driver.find_element(By.CSS_SELECTOR, f".node[data-node='{node}']").text
+    finally:
+        proc.kill()
+        proc.wait()

@@ -38,6 +38,11 @@
       if (r.line) arrow(r.line[0], r.line[1], "saved line");
     }
     for (const m of saved.masks) poly(m, "saved mask");
+    for (const t of saved.tracks || []) {  // live tracks when the page was drawn
+      const [x1, y1, x2, y2] = t.box;
+      el("rect", { x: x1, y: y1, width: x2 - x1, height: y2 - y1, class: "track", "data-track": t.track,
+        "vector-effect": "non-scaling-stroke" });
+    }
     if (points.length) {
       poly(points, "drawing " + kind.value).setAttribute("id", "drawing");
       if (kind.value === "line" && points.length === 2) arrow(points[0], points[1], "drawing line");
