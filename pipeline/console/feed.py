@@ -56,12 +56,12 @@ class CameraView:
     tracks: dict[int, tuple[str, Box, int]] = field(default_factory=dict)  # live tracks: label, box, ts
     fps: float | None = None  # frames read per second between the last two status messages
 
-    def take_status(self, status: dict[str, Any], now_ms: int) -> None:
+    def take_status(self, status: dict[str, Any], seen_ms: int) -> None:
         old, old_ts = _frames(self.status), _ts(self.status, self.status_at_ms)
-        new, new_ts = _frames(status), _ts(status, now_ms)
+        new, new_ts = _frames(status), _ts(status, seen_ms)
         if old is not None and new is not None and new_ts > old_ts and new >= old:
             self.fps = (new - old) * 1000 / (new_ts - old_ts)
-        self.status, self.status_at_ms = status, now_ms
+        self.status, self.status_at_ms = status, seen_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,11 +109,11 @@ class ConsoleFeed:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._handle(msg.topic, bytes(msg.payload))
+            self._handle(msg.topic, bytes(msg.payload), retained=bool(msg.retain))
         except Exception:  # one odd message must not stop the network thread
             log.exception("console: message on %s failed", msg.topic)
 
-    def _handle(self, topic: str, raw: bytes) -> None:
+    def _handle(self, topic: str, raw: bytes, *, retained: bool = False) -> None:
         now = int(time.time() * 1000)
         if topic == self.topics.all_alerts():
             self._take_alert(raw, now)
@@ -136,7 +136,9 @@ class ConsoleFeed:
         if kind is Kind.STATUS:
             status = _json_or_text(raw)
             with self._lock:
-                self._camera(site, cam).take_status(status, now)
+                # A retained copy is as old as the node says (it may be from a node long gone);
+                # a live one is fresh now, whatever the node's clock says.
+                self._camera(site, cam).take_status(status, _ts(status, now) if retained else now)
         elif kind is Kind.CONFIG:
             self._take_config(site, cam, raw)
         elif kind is Kind.EVENTS:
@@ -222,13 +224,13 @@ class ConsoleFeed:
                     continue
                 s = view.status
                 metrics: dict[str, Any] = s["metrics"] if isinstance(s.get("metrics"), dict) else {}
-                ts = _ts(s, view.status_at_ms)
+                ts = view.status_at_ms
                 state = str(s.get("state", "unknown"))
                 node_id = str(s.get("node", ""))
                 node_state = self.nodes.get((site, node_id), {}).get("state")
                 if state == "online" and node_state == "offline":
                     state = "offline (node down)"  # its Last Will: the node died without a word
-                online = state == "online" and now - max(ts, view.status_at_ms) <= stale_ms
+                online = state == "online" and now - ts <= stale_ms
                 out.setdefault(site, {"nodes": {}, "cameras": []})["cameras"].append({
                     "cam": cam, "node": node_id, "state": state if online or state != "online" else "offline (stale)",
                     "online": online, "reason": s.get("reason", ""), "model": s.get("model", ""), "last_seen_ms": ts,

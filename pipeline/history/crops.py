@@ -3,7 +3,8 @@
 The edge already caps its crops (``camera.crop_max_bytes``, 16 KiB by default) and blurs faces
 when the camera asks for it; the store does not trust that: a crop over ``history.crop_max_bytes``
 is re-encoded at falling JPEG quality, then at half size, and dropped (the caller counts it) if
-it still does not fit. ``person_head`` reuses the hard-example recorder's blur over the edge box.
+it still does not fit. ``person_head`` is the hard-example recorder's blur over the edge box
+(:mod:`pipeline.privacy_blur`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import binascii
 
 import cv2
 import numpy as np
+
+from pipeline.privacy_blur import blur_person_heads, edge_box_in_crop
 
 QUALITIES = (80, 65, 50, 35)
 
@@ -29,9 +32,6 @@ def prepare_crop(crop_b64: str, *, max_bytes: int, blur: str) -> bytes | str:
     if image is None:
         return "crop_not_jpeg"
     if blur == "person_head":
-        # imported here: the recorder's module pulls in the cloud's TensorFlow client (~7 s)
-        from pipeline.hard_examples.recorder import blur_person_heads, edge_box_in_crop
-
         image = blur_person_heads(image.astype(np.uint8), [edge_box_in_crop()])
     for scale in (1.0, 0.5):
         if scale != 1.0:

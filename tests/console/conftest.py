@@ -17,12 +17,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import uvicorn
-from console_helpers import ScriptedNode
+from console_helpers import CAM, PASSWORDS, SITE, ConsoleStack, ScriptedNode
 
 from pipeline.console.app import build_app
 from pipeline.console.auth import hash_password
@@ -37,19 +36,6 @@ from pipeline.local_stack.tansu import TansuProcess
 from pipeline.metrics import Registry
 from pipeline.settings import RuleSettings, Settings
 from pipeline.testing import wait_until
-
-SITE, CAM = "site-c", "cam-c"
-PASSWORDS = {"ada": "ada-admin-pw", "vic": "vic-viewer-pw"}
-
-
-@dataclass
-class ConsoleStack:
-    settings: Settings
-    url: str
-    node: ScriptedNode
-    store: HistoryStore
-    feed: ConsoleFeed
-    metrics: Registry
 
 
 def console_settings(mqtt: MosquittoProcess, kafka: TansuProcess, run_dir: Path) -> Settings:

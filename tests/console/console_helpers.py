@@ -7,15 +7,32 @@ import itertools
 import json
 import threading
 import time
+from dataclasses import dataclass
 from types import TracebackType
 
 import cv2
 
+from pipeline.console.feed import ConsoleFeed
 from pipeline.edge_stage.snapshot import encode_snapshot
+from pipeline.history.store import HistoryStore
+from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
 from pipeline.operators.schema import Event, encode_event
 from pipeline.settings import SAMPLE_CLIP, Settings
 from pipeline.topics import Kind, Topics
+
+SITE, CAM = "site-c", "cam-c"
+PASSWORDS = {"ada": "ada-admin-pw", "vic": "vic-viewer-pw"}
+
+
+@dataclass
+class ConsoleStack:
+    settings: Settings
+    url: str
+    node: ScriptedNode
+    store: HistoryStore
+    feed: ConsoleFeed
+    metrics: Registry
 
 
 class ScriptedNode:

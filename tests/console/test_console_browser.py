@@ -21,8 +21,7 @@ from typing import Any
 
 import cv2
 import pytest
-from conftest import CAM, PASSWORDS, SITE, ConsoleStack
-from console_helpers import crossing_boxes, node_payload
+from console_helpers import CAM, PASSWORDS, SITE, ConsoleStack, crossing_boxes, node_payload
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -40,7 +39,7 @@ def person_crop() -> str:
     ok, frame = cap.read()
     cap.release()
     assert ok
-    ok, buf = cv2.imencode(".jpg", frame[300:470, 490:580], [cv2.IMWRITE_JPEG_QUALITY, 80])
+    ok, buf = cv2.imencode(".jpg", frame[210:335, 240:305], [cv2.IMWRITE_JPEG_QUALITY, 80])
     return base64.b64encode(buf.tobytes()).decode()
 
 
@@ -162,7 +161,7 @@ def test_line_drawn_on_snapshot_becomes_a_rule_whose_crossing_alert_arrives(
     assert wait_until(
         lambda: any(r.get("id") == "door" for r in (console_stack.feed.camera(SITE, CAM).config.get("rules") or [])), 20
     )  # type: ignore[union-attr]
-    open_track = node.open_track((0.30, 0.45, 0.38, 0.8))  # drawn as a live track box
+    open_track = node.open_track((0.33, 0.37, 0.38, 0.54))  # drawn as a live track box
     assert wait_until(lambda: open_track in console_stack.feed.camera(SITE, CAM).tracks, 10)  # type: ignore[union-attr]
     driver.refresh()
     assert driver.find_elements(By.CSS_SELECTOR, f"#overlay rect.track[data-track='{open_track}']")

@@ -73,3 +73,38 @@ def test_live_rules_take_newest_revision_and_keep_old_on_error() -> None:
     assert [s.id for s in live.for_camera("cam-1")] == ["door"]
     live.offer(record(7, []))
     assert live.for_camera("cam-1") == [] and live.for_camera("cam-2") == []
+
+
+def test_config_set_carries_camera_rules() -> None:
+    from pipeline.cloud_stage.command import parse_pairs
+
+    config = parse_pairs(['rules=[{"id": "door", "kind": "line", "line": [[0.5, 0], [0.5, 1]]}]'])
+    assert config["rules"][0]["id"] == "door" and config["rules"][0]["line"] == [[0.5, 0.0], [0.5, 1.0]]
+    with pytest.raises(ConfigError):
+        parse_pairs(['rules=[{"id": "door", "kind": "teleport"}]'])
+
+
+def test_fleet_marks_stale_cameras_and_dead_nodes_offline() -> None:
+    import time
+
+    from pipeline.console.feed import ConsoleFeed
+
+    settings = Settings(mqtt={"topic_prefix": "p"}, console={"offline_after_s": 25})
+    feed = ConsoleFeed(settings, Registry(), "unit-feed")  # never connected: messages are fed by hand
+    now = int(time.time() * 1000)
+
+    def status(cam: str, node: str, ts: int, frames: int) -> bytes:
+        metrics = {"frames_read": frames, "outbox_depth": 2}
+        body = {"v": 1, "site": "s", "cam": cam, "node": node, "state": "online", "model": "m", "metrics": metrics}
+        return json.dumps({**body, "reason": "", "ts": ts}).encode()
+
+    feed._handle("p/s/nodes/n1/status", json.dumps({"state": "online"}).encode())
+    feed._handle("p/s/cam-a/status", status("cam-a", "n1", now - 10_000, 100))
+    feed._handle("p/s/cam-a/status", status("cam-a", "n1", now, 300))
+    feed._handle("p/s/cam-b/status", status("cam-b", "n2", now - 60_000, 5), retained=True)  # a node long gone
+    rows = {r["cam"]: r for r in feed.fleet()["s"]["cameras"]}
+    assert rows["cam-a"]["online"] and rows["cam-a"]["fps"] == 20.0 and rows["cam-a"]["outbox_depth"] == 2
+    assert not rows["cam-b"]["online"] and rows["cam-b"]["state"] == "offline (stale)"
+    feed._handle("p/s/nodes/n1/status", json.dumps({"state": "offline"}).encode())  # its Last Will
+    rows = {r["cam"]: r for r in feed.fleet()["s"]["cameras"]}
+    assert rows["cam-a"]["state"] == "offline (node down)" and not rows["cam-a"]["online"]

@@ -21,7 +21,7 @@ from pipeline.metrics import Registry
 from pipeline.settings import Settings
 from pipeline.testing import wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def history_settings(make_settings: Callable[..., Settings], url: str, **history: object) -> Settings:
