@@ -285,7 +285,7 @@ def build_app(
 
         record = config_record(site, cam, config)
         try:
-            lines = await run_in_threadpool(send_config, settings, [(cam, record)])  # type: ignore[arg-type]
+            lines = await run_in_threadpool(send_config, settings, [(cam, record)])
         except PipelineError as exc:
             audit.error("user=%s %s on %s/%s failed: %s", user.name, what, site, cam, exc)
             return await camera_page(request, user, errors=[f"not sent: {exc}"], status_code=502)

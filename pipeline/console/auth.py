@@ -69,7 +69,7 @@ def parse_users(text: str, where: str) -> dict[str, User]:
             raise ConfigError(f"{where}: entry {number} is not 'name:role:scrypt$...'")
         if role not in ROLES:
             raise ConfigError(f"{where}: user {name!r} has role {role!r}; roles are {', '.join(ROLES)}")
-        users[name] = User(name, role, password_hash)  # type: ignore[arg-type]  # checked against ROLES
+        users[name] = User(name, role, password_hash)  # checked against ROLES
     return users
 
 
