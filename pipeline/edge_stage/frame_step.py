@@ -119,8 +119,8 @@ class GateStage:
 
 class TrackStage:
     """The tracker: detections to tracks (or a prediction on gated frames); persists its next id,
-    and a snapshot of its tracks when one starts or ends and about once a second (frame time) so a node that crashed or was
-    killed takes its people back under the same ids when it restarts (they come back as lost
+    and a snapshot of its tracks when one starts or ends and about once a second (frame time), so
+    a node that crashed or was killed takes its people back under the same ids when it restarts (they come back as lost
     tracks, re-identified by their next detection within ``edge.track_lost_s``). A stream that
     ends cleanly ends its tracks (``track_ended``) and clears the snapshot.
 
