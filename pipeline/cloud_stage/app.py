@@ -33,6 +33,7 @@ from pipeline.cloud_stage.diagnostics import install_task_dump
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
 from pipeline.cloud_stage.faust_transport import PipelineFaustApp
 from pipeline.cloud_stage.inference_client import InferenceClient
+from pipeline.cloud_stage.live_rules import LiveRules
 from pipeline.cloud_stage.offset_guard import GapReport, OffsetGuard
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.track_expiry import TrackExpiry
@@ -117,12 +118,13 @@ class CloudProcessor:
         self.rule_state = table("rule_state", "rule|cam -> rule state.")
         self.incidents = table("incidents", "rule|cam|incident -> alert ledger entry.")
         self.seen = SeenIndex(self.seen_table, c.dedupe_window_s, c.dedupe_max_per_camera, metrics)
-        self.rules = RulesEngine(list(c.rules))
+        self.live_rules = LiveRules(settings, metrics)
+        self.rules = RulesEngine(list(c.rules), live=self.live_rules.for_camera)
         self.ledger = IncidentLedger(self.incidents)
-        per_track_specs = [spec for spec in self.rules.specs if spec.kind != "count"]  # count: camera-wide
         self.expiry = TrackExpiry(
             self.rule_state, self.tracks, [self.rule_state, self.incidents],
-            lambda cam, track: [state_key(spec, cam, track) for spec in per_track_specs],
+            lambda cam, track: [state_key(spec, cam, track) for spec in self.rules.specs_for(cam)
+                                if spec.kind != "count"],  # count: camera-wide
             c.track_state_ttl_s, metrics,
         )  # fmt: skip
         self.verifier = Verifier(settings, metrics)
@@ -250,7 +252,7 @@ class CloudProcessor:
             self.ledger.commit(key, entry)
         state.commit()
         if ev.type == "track_ended":
-            self.ledger.track_ended(self.rules.specs, ev)
+            self.ledger.track_ended(self.rules.specs_for(ev.cam), ev)
             if track_key in self.tracks:
                 del self.tracks[track_key]
         elif fresh:  # remember the heavy model's verdict for the track's later events
@@ -296,6 +298,10 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
     @app.task  # type: ignore[untyped-decorator]
     async def _diagnostics() -> None:  # `kill -USR1 <pid>`: every task's stack to the log
         install_task_dump(asyncio.get_running_loop())
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def _live_rules() -> None:  # per-camera rules from the config topic (daemon thread)
+        proc.live_rules.start()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(app: faust.App, *args: Any, **kwargs: Any) -> None:

@@ -33,6 +33,7 @@ from pipeline.edge_stage.model_download import ModelStore
 from pipeline.edge_stage.model_swap import CameraModels
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
+from pipeline.edge_stage.snapshot import encode_snapshot
 from pipeline.errors import PipelineError
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Rejected
@@ -42,12 +43,15 @@ from pipeline.topics import Kind, Topics
 log = logging.getLogger(__name__)
 
 
-def _status_payload(site: str, cam: str, state: str, reason: str, model: str, metrics: dict[str, Any]) -> bytes:
+def _status_payload(
+    site: str, cam: str, state: str, reason: str, model: str, metrics: dict[str, Any], node: str = ""
+) -> bytes:
     return json.dumps(
         {
             "v": 1,
             "site": site,
             "cam": cam,
+            "node": node,  # the console shows a camera offline as soon as its node's Last Will says so
             "state": state,
             "reason": reason,
             "model": model,
@@ -82,6 +86,7 @@ class CameraWorker:
         topics = Topics(settings.mqtt.topic_prefix)
         self.events_topic = topics.camera(self.edge.site, self.cam, Kind.EVENTS)
         self.status_topic = topics.camera(self.edge.site, self.cam, Kind.STATUS)
+        self.snapshot_topic = topics.camera(self.edge.site, self.cam, Kind.SNAPSHOT)
         self.opener = opener
         self.annotator = annotator
         self.state, self.reason = "starting", ""
@@ -92,6 +97,8 @@ class CameraWorker:
         self.thread = threading.Thread(target=self._run, name=f"camera-{self.cam}", daemon=True)
         self._status_lock = threading.Lock()
         self._next_status = 0.0
+        self._next_snapshot = 0.0
+        self._face_blur: Any = None  # MediaPipe face blur of snapshots, loaded when a camera asks
         self.models = CameraModels(
             self.cam, self.edge, store or ModelStore(self.edge, stop, mqtt=settings.mqtt),
             lambda: make_detector(self.edge), self._on_model_report,
@@ -123,10 +130,31 @@ class CameraWorker:
             if reason is not None:
                 self.reason = reason
             payload = _status_payload(
-                self.edge.site, self.cam, self.state, self.reason, self.model, self._metrics_snapshot()
+                self.edge.site,
+                self.cam,
+                self.state,
+                self.reason,
+                self.model,
+                self._metrics_snapshot(),
+                self.edge.node_id,
             )
             self._next_status = time.monotonic() + self.edge.status_interval_s
         self.publisher.publish_status(self.status_topic, payload)
+
+    def _publish_snapshot(self, frame: Any, camera: CameraSettings) -> None:
+        """A small retained JPEG for the console's zone editor (pipeline/edge_stage/snapshot.py)."""
+        self._next_snapshot = time.monotonic() + self.edge.snapshot_interval_s
+        blur = None
+        if camera.blur_faces:
+            if self._face_blur is None:
+                from pipeline.edge_stage.detectors.mediapipe_extras import PersonExtras
+
+                self._face_blur = PersonExtras()
+            blur = self._face_blur.blur_faces
+        jpeg = encode_snapshot(frame, self.edge.snapshot_max_bytes, blur)
+        if jpeg is not None:
+            self.publisher.publish_status(self.snapshot_topic, jpeg)
+            self.metrics.inc("snapshots_total", help="Camera snapshots published.", cam=self.cam)
 
     def _on_model_report(self, outcome: str, reason: str, new_tag: str | None) -> None:
         if new_tag is not None:
@@ -219,6 +247,8 @@ class CameraWorker:
                 step(frame.image, frame.ts_ms, self.live.camera)
                 if time.monotonic() >= self._next_status:
                     self.publish_status()
+                if self.edge.snapshot_interval_s and time.monotonic() >= self._next_snapshot:
+                    self._publish_snapshot(frame.image, self.live.camera)
         finally:
             step.close(self.live.camera)
             cap.close()

@@ -258,7 +258,9 @@ class EmitStage:
     def process(self, frame: FrameState) -> bool:
         camera = frame.camera
         if camera is not self._lines_of:  # first frame or a live config update
-            self.policy.lines, self.policy.line_margin = tuple(camera.lines), camera.line_margin
+            # the camera's own lines plus those of its line rules (drawn in the console)
+            rule_lines = [r.line for r in camera.rules if r.kind == "line" and r.line is not None]
+            self.policy.lines, self.policy.line_margin = (*camera.lines, *rule_lines), camera.line_margin
             self._lines_of = camera
         for etype, track in self.policy.decide(frame.update, frame.ts_ms):
             crop_filter: CropFilter | None = None
