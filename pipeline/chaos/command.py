@@ -74,6 +74,10 @@ def register(subparsers: Any) -> None:
     soak.add_argument("--bridges", type=int, default=2, help="Bridges on the shared subscription (default 2).")
     soak.add_argument("--cams", type=int, default=4, help="Scripted cameras (default 4).")
     soak.add_argument("--rate", type=float, default=6.0, help="Events per second, all cameras (default 6).")
+    soak.add_argument("--min-worker-kills", type=int, default=0,
+                      help="Go on past SECONDS (same schedule) until this many worker kills.")  # fmt: skip
+    soak.add_argument("--min-bridge-kills", type=int, default=0,
+                      help="Go on past SECONDS (same schedule) until this many bridge kills.")  # fmt: skip
     soak.add_argument("--no-model-server", action="store_true",
                       help="Leave the heavy model out (escalation never, no model-server outages).")  # fmt: skip
     p.set_defaults(func=run)
@@ -149,10 +153,12 @@ def _errored(name: str, n: int, exc: BaseException) -> Any:
 def run_soak_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.chaos.rig import ChaosEnv
     from pipeline.chaos.soak import format_report, run_soak
-    from pipeline.chaos.soak_schedule import SoakPlan, count_by_kind, make_schedule
+    from pipeline.chaos.soak_schedule import FaultKind, SoakPlan, count_by_kind, make_schedule
 
+    kills: dict[FaultKind, int] = {"worker": args.min_worker_kills, "bridge": args.min_bridge_kills}
     plan = SoakPlan(args.soak, seed=args.seed, workers=args.workers, bridges=args.bridges, cams=args.cams,
-                    rate_per_s=args.rate, model_server=not args.no_model_server)  # fmt: skip
+                    rate_per_s=args.rate, model_server=not args.no_model_server,
+                    min_kills={k: n for k, n in kills.items() if n > 0})  # fmt: skip
     logging.getLogger("kafka").setLevel(logging.WARNING)  # connection chatter buries the progress lines
     print(f"soak schedule (seed {plan.seed}): {count_by_kind(make_schedule(plan))} faults planned", flush=True)
     work = (Path(settings.local.run_dir) / "chaos-soak").resolve()

@@ -19,6 +19,7 @@ from the event's emission to its alert, or to its record in Kafka for events wit
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import json
 import threading
 import time
@@ -64,6 +65,7 @@ class SoakResult:
     start_failures: int
     drain_s: float
     wall_s: float
+    fault_s: float  # how long faults were injected
     lived_through: Counter[int] = field(default_factory=Counter)  # faults per event -> events
 
     @property
@@ -101,7 +103,10 @@ def run_soak(env: ChaosEnv, plan: SoakPlan, progress: Callable[[str], None] = pr
     proxy = env.stack.enter_context(TcpProxy(mqtt.host, mqtt.port))
     edge_settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"port": proxy.port})})
     emitted_at: dict[int, float] = {}
-    edge = ScriptedEdge(edge_settings, stream, rate_per_s=plan.rate_per_s,
+    # The stream may outlast the faults (horizon_s): once they are over the edge finishes the
+    # current tracks and stops (`limit`), and what counts is the events emitted.
+    limit = {"n": stream.n}
+    edge = ScriptedEdge(edge_settings, stream, rate_per_s=plan.rate_per_s, limit=lambda: limit["n"],
                         on_emit=lambda i: emitted_at.__setitem__(i, time.time()))  # fmt: skip
     targets: dict[FaultKind, list[Target]] = {
         "worker": [ProcessTarget("worker", f"worker{i}", w) for i, w in enumerate(workers)],
@@ -128,10 +133,24 @@ def run_soak(env: ChaosEnv, plan: SoakPlan, progress: Callable[[str], None] = pr
     reporter = threading.Thread(target=report_progress, name="soak-progress", daemon=True)
     reporter.start()
     try:
-        runner.run(began, began + plan.duration_s)
+        runner.run(
+            began,
+            began + plan.duration_s,
+            enough=lambda: all(
+                sum(1 for r in runner.records if r.kind == kind) >= n for kind, n in plan.min_kills.items()
+            ),
+        )
         last_fault = time.monotonic()
-        progress(f"soak: faults over ({len(runner.records)} injected, {len(runner.skipped)} skipped); draining")
-        drained = wait_until(lambda: edge.drained() and set(expected) <= set(sub.stats.unique), DRAIN_TIMEOUT_S, 0.2)
+        whole = 3 * plan.cams  # one track (3 events) per camera
+        limit["n"] = min(stream.n, -(-edge.emitted() // whole) * whole)
+        stream = dataclasses.replace(stream, n=limit["n"])
+        expected = stream.expected_alerts()
+        progress(f"soak: faults over ({len(runner.records)} injected, {len(runner.skipped)} skipped); "
+                 f"draining {stream.n} events")  # fmt: skip
+        drained = wait_until(
+            lambda: edge.emitted() >= stream.n and edge.outbox.depth() == 0 and set(expected) <= set(sub.stats.unique),
+            DRAIN_TIMEOUT_S, 0.2,
+        )  # fmt: skip
         drain_s = time.monotonic() - last_fault
         if not drained:
             progress(f"soak: NOT drained in {DRAIN_TIMEOUT_S:.0f} s (outbox {edge.outbox.depth()}, "
@@ -157,7 +176,7 @@ def run_soak(env: ChaosEnv, plan: SoakPlan, progress: Callable[[str], None] = pr
         dup_alerts_kafka=sum(c - 1 for c in alerts.counts.values()),
         dup_alerts_mqtt=sub.stats.duplicates,
         faults=runner.records, skipped=len(runner.skipped), start_failures=runner.start_failures,
-        drain_s=round(drain_s, 1), wall_s=round(time.time() - began_wall, 1),
+        drain_s=round(drain_s, 1), wall_s=round(time.time() - began_wall, 1), fault_s=round(last_fault - began, 1),
         lived_through=_lived_through(stream, emitted_at, ends, runner.records),
     )  # fmt: skip
 
@@ -246,7 +265,7 @@ def _lived_through(stream: ScriptedStream, emitted_at: dict[int, float], ends: d
 def format_report(r: SoakResult) -> str:
     p = r.plan
     lines = [
-        f"soak: seed {p.seed}, {p.duration_s:.0f} s of faults, {p.workers} workers, {p.bridges} bridges, "
+        f"soak: seed {p.seed}, {r.fault_s:.0f} s of faults, {p.workers} workers, {p.bridges} bridges, "
         f"{p.cams} cameras at {p.rate_per_s:g} events/s; wall {r.wall_s:.0f} s",
         "",
         "| fault | injected | of which follow-ups | outage p50 s | outage p95 s |",

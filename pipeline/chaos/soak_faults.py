@@ -130,23 +130,27 @@ class FaultRunner:
             heapq.heappush(self._heap, (when, next(self._seq), action))
             self._cond.notify()
 
-    def run(self, began: float, until: float, give_up_s: float = 600.0) -> None:
-        """Inject faults until ``until`` (monotonic); then bring every component back and wait
-        (at most ``give_up_s``: a component that does not come back fails the run)."""
+    def run(self, began: float, until: float, give_up_s: float = 600.0, enough: Callable[[], bool] = lambda: True,
+            ) -> None:  # fmt: skip
+        """Inject faults until ``until`` (monotonic) and ``enough()``; then bring every component
+        back and wait (at most ``give_up_s``: a component that does not come back fails the run)."""
         for i, fault in enumerate(self.schedule):
             if fault.follow_up:
                 continue  # attached to the fault before it
             after = self.schedule[i + 1] if i + 1 < len(self.schedule) else None
             follow = after if after is not None and after.follow_up else None
-            if began + fault.at_s < until:
-                self._at(began + fault.at_s, lambda f=fault, n=follow: self._inject(f, n))  # type: ignore[misc]
+            # All of them: the loop below stops injecting at `until` once enough() holds.
+            self._at(began + fault.at_s, lambda f=fault, n=follow: self._inject(f, n))  # type: ignore[misc]
         while True:
             with self._cond:
                 now = time.monotonic()
-                if now > until + give_up_s:
+                if self._stopping and now > until + give_up_s:
                     raise TimeoutError(f"still down {give_up_s:.0f} s after the last fault: {self.down_now()}")
-                if now >= until and not self._stopping:
+                out_of_faults = all(getattr(a, "restart", False) for _, _, a in self._heap)
+                if now >= until and not self._stopping and (enough() or out_of_faults):
+                    until = now
                     self._stopping = True
+                    log.info("soak: no more faults (%d injected)", len(self.records))
                     self._heap = [(w, s, a) for w, s, a in self._heap if getattr(a, "restart", False)]
                     heapq.heapify(self._heap)
                 if self._stopping and not self._heap and self.all_up():

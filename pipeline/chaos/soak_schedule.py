@@ -43,14 +43,22 @@ class SoakPlan:
     max_gap_s: float = 25.0
     follow_up_p: float = 0.25
     model_server: bool = True  # the heavy model on the path (escalation always), with outages
+    # Go on past duration_s (on the same seeded schedule) until this many kills were injected.
+    min_kills: dict[FaultKind, int] = field(default_factory=dict)
     weights: dict[FaultKind, float] = field(
         default_factory=lambda: {"worker": 0.45, "bridge": 0.27, "mosquitto": 0.1, "model-server": 0.06, "link": 0.12}
     )
 
     @property
+    def horizon_s(self) -> float:
+        """How far the schedule reaches: past duration_s when minimum kill counts may need it."""
+        return self.duration_s * (4 if self.min_kills else 1)
+
+    @property
     def events(self) -> int:
-        """Events in the stream, a whole number of tracks (3 events) per camera."""
-        n = int(self.duration_s * self.rate_per_s)
+        """Events in the stream, a whole number of tracks (3 events) per camera: it lasts
+        duration_s; with minimum kill counts it goes on (the same ids) until they are reached."""
+        n = int(self.horizon_s * self.rate_per_s)
         return max(3 * self.cams, n - n % (3 * self.cams))
 
 
@@ -73,7 +81,7 @@ def make_schedule(plan: SoakPlan) -> list[Fault]:
     out: list[Fault] = []
     t = rng.uniform(plan.min_gap_s, 2 * plan.min_gap_s + 2)  # let the stream start first
     lo, hi = math.log(plan.min_gap_s), math.log(plan.max_gap_s)
-    while t < plan.duration_s:
+    while t < plan.horizon_s:
         kind = rng.choices(kinds, weights)[0]
         members = {"worker": plan.workers, "bridge": plan.bridges}.get(kind, 1)
         down = rng.uniform(*DOWN_S[kind])
