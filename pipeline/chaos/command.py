@@ -44,7 +44,7 @@ cut; gaps 1-25 s, a quarter of the faults followed by another 0.3-4 s after the 
 during the rebalance). The same --seed gives the same schedule. Progress every 15 s; at the end
 faults by kind with outage p50/p95, events and alerts expected/received/lost/duplicated, and how
 many faults each event lived through. Exit code 0 only if nothing was lost. docs/faults.md has a
-long run (`pipeline chaos --soak 2400 --seed 7`: >= 50 worker and >= 20 bridge kills).
+long run: `pipeline chaos --soak 1200 --seed 7 --min-worker-kills 50 --min-bridge-kills 20`.
 """
 
 
