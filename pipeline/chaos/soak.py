@@ -40,9 +40,12 @@ from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.model_server import ModelServerProcess
 from pipeline.metrics import percentile
 from pipeline.settings import REPO_ROOT, Settings
-from pipeline.testing import wait_until
 
-DRAIN_TIMEOUT_S = 600.0  # after the last fault: the edge outbox empty and every alert in
+# After the last fault: wait for the edge outbox to empty and every alert to come in as long as
+# something moves (a backlog of heavy-model calls drains slowly on a loaded 2-core machine), but
+# no longer than DRAIN_IDLE_S without any progress, nor DRAIN_MAX_S in all.
+DRAIN_IDLE_S = 300.0
+DRAIN_MAX_S = 3600.0
 PROGRESS_EVERY_S = 15.0
 
 
@@ -147,14 +150,11 @@ def run_soak(env: ChaosEnv, plan: SoakPlan, progress: Callable[[str], None] = pr
         expected = stream.expected_alerts()
         progress(f"soak: faults over ({len(runner.records)} injected, {len(runner.skipped)} skipped); "
                  f"draining {stream.n} events")  # fmt: skip
-        drained = wait_until(
-            lambda: edge.emitted() >= stream.n and edge.outbox.depth() == 0 and set(expected) <= set(sub.stats.unique),
-            DRAIN_TIMEOUT_S, 0.2,
-        )  # fmt: skip
+        drained = _drain(edge, stream.n, lambda: len(set(expected) & set(sub.stats.unique)), len(expected))
         drain_s = time.monotonic() - last_fault
         if not drained:
-            progress(f"soak: NOT drained in {DRAIN_TIMEOUT_S:.0f} s (outbox {edge.outbox.depth()}, "
-                     f"emitted {edge.emitted()}/{stream.n})")  # fmt: skip
+            progress(f"soak: NOT drained (outbox {edge.outbox.depth()}, emitted {edge.emitted()}/{stream.n}, "
+                     f"alerts {len(set(expected) & set(sub.stats.unique))}/{len(expected)})")  # fmt: skip
         sub.wait_quiet(quiet_s=3.0, timeout_s=30.0)
     finally:
         stop_progress.set()
@@ -179,6 +179,23 @@ def run_soak(env: ChaosEnv, plan: SoakPlan, progress: Callable[[str], None] = pr
         drain_s=round(drain_s, 1), wall_s=round(time.time() - began_wall, 1), fault_s=round(last_fault - began, 1),
         lived_through=_lived_through(stream, emitted_at, ends, runner.records),
     )  # fmt: skip
+
+
+def _drain(edge: ScriptedEdge, n: int, alerts: Callable[[], int], expected: int) -> bool:
+    """Wait until all ``n`` events are emitted and acknowledged and ``expected`` alerts are in,
+    while progress is made (see DRAIN_IDLE_S)."""
+    began = last_move = time.monotonic()
+    last = (-1, -1, -1)
+    while time.monotonic() - began < DRAIN_MAX_S:
+        now_state = (edge.emitted(), edge.outbox.depth(), alerts())
+        if now_state[0] >= n and now_state[1] == 0 and now_state[2] >= expected:
+            return True
+        if now_state != last:
+            last, last_move = now_state, time.monotonic()
+        elif time.monotonic() - last_move > DRAIN_IDLE_S:
+            return False
+        time.sleep(0.2)
+    return False
 
 
 def _bridge(env: ChaosEnv, settings: Settings, i: int) -> ChildProcess:
