@@ -108,7 +108,21 @@ class ModelServerSettings(Section):
     model_base_path: Path = Field(REPO_ROOT / "models", description="TF Serving model directory.")
     timeout_s: float = Field(2.0, gt=0, description="Deadline of one Predict call.")
     max_batch: int = Field(32, ge=1, description="Largest micro-batch sent in one Predict call.")
-    max_wait_ms: float = Field(20.0, ge=0, description="Longest a request waits for its batch to fill.")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Longest a request waits for others to join its batch (also the cloud worker's event"
+        " take window). Under load batches fill while the in-flight calls run, so this can stay short.",
+    )
+    max_latency_ms: float | None = Field(
+        250.0,
+        gt=0,
+        description="Server time one batch may take: caps the batch at this / the measured cost per image"
+        " (None: max_batch alone caps it). Bounds what an event in a burst waits for.",
+    )
+    max_inflight: int = Field(
+        2, ge=1, le=64, description="Predict calls out at once (one batched call keeps ~1 core of a CPU server busy)."
+    )
     queue_limit: int = Field(256, ge=1, description="Requests waiting for a batch; beyond it, fail fast.")
     breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open the circuit breaker.")
     breaker_reset_s: float = Field(5.0, gt=0, description="Open time before a trial call (half-open).")
