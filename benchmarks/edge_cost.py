@@ -32,10 +32,11 @@ from pipeline.edge_stage.capture import Capture
 from pipeline.edge_stage.detectors import Detector, make_detector
 from pipeline.edge_stage.events import EventBuilder
 from pipeline.edge_stage.motion_gate import MotionGate, detection_roi
+from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections
 from pipeline.metrics import Registry
 from pipeline.operators.schema import encode_event
 from pipeline.operators.track_events import TrackEventPolicy
-from pipeline.operators.tracking import Detection, Tracker
+from pipeline.operators.tracking import Detection
 from pipeline.settings import SAMPLE_CLIP, CameraSettings, EdgeSettings
 
 STAGES = ("decode", "motion_gate", "detect", "track", "encode")
@@ -76,10 +77,10 @@ def profile_clip(
     stop = threading.Event()
     cap = Capture("bench", str(clip), detect_fps=lambda: detect_fps, realtime=False, stop=stop, metrics=Registry())
     motion_gate = MotionGate(camera.motion_threshold, camera.masks)
-    tracker = Tracker(max_missed=EdgeSettings().track_max_missed)
+    edge = EdgeSettings()
+    tracker = make_tracker(edge, camera)
     policy = TrackEventPolicy(keepalive_ms=int(EdgeSettings().keepalive_event_s * 1000))
     builder = EventBuilder("bench", "bench", detector.tag)
-    labels = set(camera.labels)
     prof = Profile(clip.name, gate)
     st = prof.stage_s
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -106,10 +107,11 @@ def profile_clip(
             t2 = time.perf_counter()
             st["motion_gate"].append(t2 - t1)
             if moving:
-                dets = [d for d in detector.detect(img, roi) if d.score >= camera.min_score and d.label in labels]
+                raw = detector.detect(img, roi)
                 t3 = time.perf_counter()
                 st["detect"].append(t3 - t2)
-                update = tracker.update(dets, ts)
+                # selection + appearance features count as tracking cost (they exist for the tracker)
+                update = tracker.update(prepare_detections(img, raw, camera, edge), ts)
             else:
                 prof.gated += 1
                 t3 = t2

@@ -216,7 +216,25 @@ class EdgeSettings(Section):
     drain_rate_per_s: float = Field(500.0, gt=0, description="Outbox replay rate after a reconnect.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this local port.")
     keepalive_event_s: float = Field(5.0, gt=0, description="track_updated at least this often.")
-    track_max_missed: int = Field(5, ge=1, description="Detections a track may miss before it ends.")
+    track_max_missed: int = Field(
+        5, ge=1, description="Detections a track may miss (coasting on its prediction) before it is lost."
+    )
+    track_lost_s: float = Field(
+        5.0,
+        ge=0,
+        description="A lost track is kept this long for re-identification (motion + appearance) before it"
+        " ends; 5 s is Frigate's default too. 0 = end as soon as it is lost.",
+    )
+    track_appearance: bool = Field(
+        True, description="Colour-histogram appearance cue for association and re-identification (~0.1 ms/box)."
+    )
+    track_low_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="ByteTrack's second association: detections between this and min_score may extend a track,"
+        " never start one. Off by default: on PETS09-S2L1 it cost MOTA (57 -> 43 at 0.3, benchmarks/RESULTS.md).",
+    )
     detector_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per camera.")
     final_ack_wait_s: float = Field(
         10.0, ge=0, description="When every camera has ended, wait this long for the outbox to be acked."

@@ -33,11 +33,12 @@ from pipeline.edge_stage.model_swap import CameraModels
 from pipeline.edge_stage.motion_gate import MotionGate, detection_roi
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
+from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections
 from pipeline.errors import PipelineError
 from pipeline.metrics import Registry, serve_http
 from pipeline.operators.schema import Rejected, encode_event
 from pipeline.operators.track_events import TrackEventPolicy
-from pipeline.operators.tracking import Tracker, TrackUpdate
+from pipeline.operators.tracking import TrackUpdate
 from pipeline.settings import CameraSettings, Settings
 from pipeline.topics import Kind, Topics
 
@@ -277,7 +278,7 @@ class CameraWorker:
         m, c = self.metrics, self.cam
         gate = MotionGate(camera.motion_threshold, camera.masks)
         id_key = f"next_track_id:{c}"
-        tracker = Tracker(max_missed=self.edge.track_max_missed, first_id=self.outbox.get_state(id_key, 1))
+        tracker = make_tracker(self.edge, camera, first_id=self.outbox.get_state(id_key, 1))
         policy = TrackEventPolicy(keepalive_ms=int(self.edge.keepalive_event_s * 1000))
         builder = EventBuilder(self.edge.site, c, detector.tag)
         self.capture = cap = Capture(
@@ -337,8 +338,7 @@ class CameraWorker:
                     m.inc("frames_detected_total", help="Detector runs.", cam=c)
                     if roi is not None:
                         m.inc("frames_roi_total", help="Detector runs on a motion region only.", cam=c)
-                    labels = set(camera.labels)
-                    dets = [d for d in dets if d.score >= camera.min_score and d.label in labels]
+                    dets = prepare_detections(img, dets, camera, self.edge)
                     m.inc("detections_total", len(dets), help="Detections kept (score, labels).", cam=c)
                     update = tracker.update(dets, ts)
                     m.observe("tracker_seconds", time.perf_counter() - t2, cam=c)
