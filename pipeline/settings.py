@@ -209,6 +209,18 @@ class EdgeSettings(Section):
     detector: Literal["centernet", "centernet-int8", "hog"] = Field(
         "centernet", description="Light detector: TFLite CenterNet (float or int8) or OpenCV HOG."
     )
+    detector_input_size: Literal[320, 384, 512] = Field(
+        512,
+        description="CenterNet input side in px (fp32 only below 512): smaller is cheaper per frame (384: ~0.55x,"
+        " 320: ~0.4x of 512's time) and finds fewer small people (benchmarks/RESULTS.md, accuracy).",
+    )
+    detector_pool: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Interpreters shared by the node's cameras (single-threaded each); 0 = one per camera"
+        " with detector_threads; None = auto: min(cameras, CPU cores) when the node has several cameras.",
+    )
     outbox_path: Path = Field(DEFAULT_RUN_DIR / "edge-outbox.sqlite", description="On-disk outbox file.")
     outbox_max_events: int = Field(200_000, ge=10, description="Outbox cap; oldest dropped (and counted).")
     outbox_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="Events older than this are dropped.")
