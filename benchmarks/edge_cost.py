@@ -1,7 +1,7 @@
 """Edge cost per frame by stage, frames per second per core with the motion gate on and off, the
 cost of a gated-off frame, the edge's peak RSS, and the int8 vs fp32 detector.
 
-The per-stage loop below is the camera worker's loop (``pipeline/edge_stage/runner.py``) with a
+The per-stage loop below is the camera worker's frame step (``pipeline/edge_stage/frame_step.py``) with a
 timer around each stage, on a file read as fast as it decodes (sampled at ``detect_fps`` by media
 time, as ``pipeline edge`` does for non-realtime files):
 

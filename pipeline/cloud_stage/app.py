@@ -297,21 +297,21 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
     async def _diagnostics() -> None:  # `kill -USR1 <pid>`: every task's stack to the log
         install_task_dump(asyncio.get_running_loop())
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc,arg-type]
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(app: faust.App, *args: Any, **kwargs: Any) -> None:
         proc.seen.reset()
         proc.expiry.reset()
         proc.guard.reset()
 
-    @app.on_rebalance_complete.connect  # type: ignore[misc,arg-type]
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _on_ready(app: faust.App, *args: Any, **kwargs: Any) -> None:
         log.info("cloud stage ready: partitions assigned and tables recovered")
 
-    @app.page("/metrics")  # type: ignore[misc]
+    @app.page("/metrics")
     async def _metrics(web: Any, request: Any) -> Any:
         return web.text(metrics.render())
 
-    @app.page("/healthz")  # type: ignore[misc]
+    @app.page("/healthz")
     async def _health(web: Any, request: Any) -> Any:
         return web.text(f"ok breaker={proc.verifier.breaker.state}\n")
 

@@ -12,11 +12,13 @@ from pipeline.operators.tracking import Detection, Tracker
 from pipeline.settings import CameraSettings, EdgeSettings
 
 
-def make_tracker(edge: EdgeSettings, camera: CameraSettings, first_id: int = 1) -> Tracker:
+def make_tracker(edge: EdgeSettings, camera: CameraSettings | None = None, first_id: int = 1) -> Tracker:
+    """The camera's tracker (``camera`` gives the high-score threshold of the low-score stage)."""
+    low_stage = edge.track_low_score is not None and camera is not None
     return Tracker(
         max_missed=edge.track_max_missed,
         lost_ms=round(edge.track_lost_s * 1000),
-        high_score=camera.min_score if edge.track_low_score is not None else None,
+        high_score=camera.min_score if low_stage and camera is not None else None,
         first_id=first_id,
     )
 
