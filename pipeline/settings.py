@@ -108,7 +108,21 @@ class ModelServerSettings(Section):
     model_base_path: Path = Field(REPO_ROOT / "models", description="TF Serving model directory.")
     timeout_s: float = Field(2.0, gt=0, description="Deadline of one Predict call.")
     max_batch: int = Field(32, ge=1, description="Largest micro-batch sent in one Predict call.")
-    max_wait_ms: float = Field(20.0, ge=0, description="Longest a request waits for its batch to fill.")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Longest a request waits for others to join its batch (also the cloud worker's event"
+        " take window). Under load batches fill while the in-flight calls run, so this can stay short.",
+    )
+    max_latency_ms: float | None = Field(
+        250.0,
+        gt=0,
+        description="Server time one batch may take: caps the batch at this / the measured cost per image"
+        " (None: max_batch alone caps it). Bounds what an event in a burst waits for.",
+    )
+    max_inflight: int = Field(
+        2, ge=1, le=64, description="Predict calls out at once (one batched call keeps ~1 core of a CPU server busy)."
+    )
     queue_limit: int = Field(256, ge=1, description="Requests waiting for a batch; beyond it, fail fast.")
     breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open the circuit breaker.")
     breaker_reset_s: float = Field(5.0, gt=0, description="Open time before a trial call (half-open).")
@@ -231,6 +245,18 @@ class EdgeSettings(Section):
     )
     detector: Literal["centernet", "centernet-int8", "hog"] = Field(
         "centernet", description="Light detector: TFLite CenterNet (float or int8) or OpenCV HOG."
+    )
+    detector_input_size: Literal[320, 384, 512] = Field(
+        512,
+        description="CenterNet input side in px (fp32 only below 512): smaller is cheaper per frame (384: ~0.55x,"
+        " 320: ~0.4x of 512's time) and finds fewer small people (benchmarks/RESULTS.md, accuracy).",
+    )
+    detector_pool: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Interpreters shared by the node's cameras (single-threaded each); 0 = one per camera"
+        " with detector_threads; None = auto: min(cameras, CPU cores) when the node has several cameras.",
     )
     outbox_path: Path = Field(DEFAULT_RUN_DIR / "edge-outbox.sqlite", description="On-disk outbox file.")
     outbox_max_events: int = Field(200_000, ge=10, description="Outbox cap; oldest dropped (and counted).")
