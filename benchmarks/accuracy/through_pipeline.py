@@ -28,19 +28,16 @@ from benchmarks.accuracy.counting import DIRECTIONS, DWELL_S, LINES, ZONE
 from benchmarks.accuracy.data import GroundTruth
 from benchmarks.accuracy.detection_metrics import box_iou
 from benchmarks.accuracy.replay import to_px
-from benchmarks.harness import Context
+from benchmarks.harness import Context, bridge_and_cloud, cut_clip
 from pipeline.alerts_subscriber import AlertSubscriber
 from pipeline.cloud_stage.verification import Verifier
 from pipeline.edge_stage.runner import run_edge
-from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
 from pipeline.operators.schema import Alert, Event, Rejected, decode_event
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
-BRIDGE_READY = r"bridge \S+ ready"
-CLOUD_READY = r"cloud (stage|worker) ready"
 CAMERA = "pets"
 
 
@@ -74,23 +71,7 @@ def rules() -> list[dict[str, Any]]:
 
 
 def write_clip(video: Path, n_frames: int, path: Path) -> Path:
-    if path.exists():
-        return path
-    cap = cv2.VideoCapture(str(video))
-    fps = cap.get(cv2.CAP_PROP_FPS) or 10.0
-    w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), fps, (w, h))
-    writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
-    try:
-        for _ in range(n_frames):
-            ok, frame = cap.read()
-            if not ok:
-                break
-            writer.write(frame)
-    finally:
-        writer.release()
-        cap.release()
-    return path
+    return cut_clip(path, 0.0, video, frames=n_frames, fourcc="MJPG")
 
 
 class EventCollector:
@@ -176,11 +157,7 @@ def run_pipeline(ctx: Context, video: Path, gt: GroundTruth) -> PipelineRun:
         edge={"cameras": [camera], "final_ack_wait_s": 20.0},
         cloud={"rules": rules(), "escalation": "track_started"},
     )
-    run = Path(settings.local.run_dir)
-    cfg = run / "settings.yaml"
-    cfg.write_text(settings.to_yaml())
-    bridge = PipelineService("bridge", run, cfg, ["bridge"], BRIDGE_READY, start_timeout_s=90)
-    cloud = PipelineService("cloud", run, cfg, ["cloud"], CLOUD_READY, start_timeout_s=180)
+    bridge, cloud, run = bridge_and_cloud(settings)
     ctx.log(f"accuracy: {n} GT frames through the local stack (logs in {run})")
     with bridge, cloud, AlertSubscriber(settings, f"{settings.mqtt.topic_prefix}-alerts") as subscriber:
         with EventCollector(settings) as collector:
