@@ -151,7 +151,8 @@ def presence_coverage(runp: PipelineRun, gt: GroundTruth, rule: str = "person-pr
 def run_pipeline(ctx: Context, video: Path, gt: GroundTruth) -> PipelineRun:
     n = gt.last + 1
     clip = write_clip(video, n, ctx.work_dir / f"pets_0_{n - 1}.avi")
-    camera = {"id": CAMERA, "source": str(clip), "realtime": False, "loop": False}
+    # the edge knows the lines too, so it reports each side change as it sees it (cameras[].lines)
+    camera = {"id": CAMERA, "source": str(clip), "realtime": False, "loop": False, "lines": list(LINES.values())}
     settings = ctx.fresh_settings(
         "acc",
         edge={"cameras": [camera], "final_ack_wait_s": 20.0},
