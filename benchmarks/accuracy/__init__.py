@@ -18,6 +18,7 @@ Without the ground truth file every part is skipped with the reason in the table
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -105,7 +106,13 @@ def run(ctx: Context) -> BenchResult:
             plots / "accuracy_timeline_reference.png",
         )
     if not ctx.options.get("no_pipeline"):
-        prow, pmd, pseries = pipeline_part(ctx, video, gt)
+        try:
+            prow, pmd, pseries = pipeline_part(ctx, video, gt)
+        except Exception as exc:  # the offline parts above stand on their own: keep them
+            ctx.log(f"accuracy: the run through the pipeline failed: {exc!r}")
+            logging.getLogger("benchmarks").exception("accuracy pipeline part failed")
+            prow = [Row.make("accuracy through the pipeline did not complete", None, group=GROUP, note=f"{exc!r:.200}")]
+            pmd, pseries = "", {"error": repr(exc)}
         rows += prow
         md.append(pmd)
         series["pipeline"] = pseries
