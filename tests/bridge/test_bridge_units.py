@@ -6,7 +6,6 @@ import base64
 import json
 
 import pytest
-from bridge_helpers import make_event
 
 from pipeline.bridge.ack_ranges import AckCollector, merge_ranges
 from pipeline.bridge.dead_letter import dead_letter_value
@@ -14,6 +13,7 @@ from pipeline.bridge.downlink import _check_config
 from pipeline.bridge.validation import validate_uplink
 from pipeline.operators.schema import Event, Rejected, encode_event
 from pipeline.topics import Topics
+from tests.bridge.bridge_helpers import make_event
 
 pytestmark = pytest.mark.unit
 

@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-from bridge_helpers import SITE, bridge_settings, mqtt_peer, read_topic, running_bridge
 from kafka import KafkaProducer
 
 from pipeline.operators.schema import Alert, decode_alert, encode_alert
 from pipeline.settings import Settings
 from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
+from tests.bridge.bridge_helpers import SITE, bridge_settings, mqtt_peer, read_topic, running_bridge
 
 pytestmark = pytest.mark.integration
 

@@ -10,15 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bridge_helpers import (
-    SITE,
-    bridge_settings,
-    events_topic,
-    make_event,
-    mqtt_peer,
-    read_topic,
-    running_bridge,
-)
 
 from pipeline.local_stack.kafka_topics import ensure_topics
 from pipeline.local_stack.mosquitto import MosquittoProcess
@@ -29,6 +20,15 @@ from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, decode_event, encode_event
 from pipeline.settings import Settings
 from pipeline.testing import wait_until
+from tests.bridge.bridge_helpers import (
+    SITE,
+    bridge_settings,
+    events_topic,
+    make_event,
+    mqtt_peer,
+    read_topic,
+    running_bridge,
+)
 
 pytestmark = pytest.mark.integration
 

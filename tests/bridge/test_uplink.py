@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_helpers import (
+
+from pipeline.operators.schema import Event, decode_acks, decode_event, encode_event
+from pipeline.settings import Settings
+from pipeline.testing import wait_until
+from pipeline.topics import Kind, Topics
+from tests.bridge.bridge_helpers import (
     SITE,
     bridge_settings,
     events_topic,
@@ -23,11 +28,6 @@ from bridge_helpers import (
     read_topic,
     running_bridge,
 )
-
-from pipeline.operators.schema import Event, decode_acks, decode_event, encode_event
-from pipeline.settings import Settings
-from pipeline.testing import wait_until
-from pipeline.topics import Kind, Topics
 
 pytestmark = pytest.mark.integration
 

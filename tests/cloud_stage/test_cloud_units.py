@@ -28,6 +28,7 @@ from pipeline.errors import ConfigError
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import CloudSettings, RuleSettings
+from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
 _seq = itertools.count()
@@ -40,14 +41,6 @@ def event(**kw: object) -> Event:
     )  # fmt: skip
     base.update(kw)
     return Event(**base)  # type: ignore[arg-type]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # --------------------------------------------------------------------------- escalation
@@ -120,7 +113,7 @@ def test_decode_crop_roundtrip_and_garbage() -> None:
 
 
 def test_circuit_breaker_state_machine() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     b = CircuitBreaker(failures=3, reset_s=5.0, clock=clock)
     assert b.state == "closed" and b.allow()
     b.record_failure()
@@ -132,15 +125,15 @@ def test_circuit_breaker_state_machine() -> None:
     b.record_failure()
     assert b.state == "open" and b.opened_count == 1
     assert not b.allow() and b.rejected_count == 1
-    clock.t += 4.9
+    clock.advance(4.9)
     assert not b.allow()
-    clock.t += 0.2
+    clock.advance(0.2)
     assert b.state == "half_open"
     assert b.allow()  # the one trial call
     assert not b.allow()  # others wait for its outcome
     b.record_failure()  # trial failed: open again, for a fresh reset period
     assert b.state == "open" and b.opened_count == 2
-    clock.t += 5.0
+    clock.advance(5.0)
     assert b.allow()
     b.record_success()
     assert b.state == "closed" and b.allow() and b.allow()

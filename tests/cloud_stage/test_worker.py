@@ -12,23 +12,23 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cloud_stage_helpers import AlertReader, CloudWorker, Crops, produce, read_topic, track_events, worker_settings
 
-from pipeline.cloud_stage.alerting import incident_alert_id
 from pipeline.local_stack.model_server import ModelServerProcess
 from pipeline.local_stack.ports import free_port
-from pipeline.operators.schema import Event
 from pipeline.settings import REPO_ROOT, Settings
+from tests.cloud_stage.cloud_stage_helpers import (
+    RULE,
+    AlertReader,
+    CloudWorker,
+    Crops,
+    expected_id,
+    produce,
+    read_topic,
+    track_events,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
-RULE = {"id": "person-present", "kind": "presence", "labels": ["person"], "min_score": 0.5}
-
-
-def expected_id(events: list[Event]) -> str:
-    """Presence fires on the track's first event (its crop verifies it)."""
-    first = events[0]
-    return incident_alert_id("person-present", first.site, first.cam, f"person-present|{first.cam}|{first.track}",
-                             first.ts)  # fmt: skip
 
 
 def test_alerts_dedupe_poison_and_restart(

@@ -10,7 +10,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from edge_helpers import Collector, edge_settings_for
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -23,6 +22,7 @@ from pipeline.operators.schema import Acks, encode_acks
 from pipeline.operators.tracking import Track
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
+from tests.edge_stage.edge_helpers import Collector, edge_settings_for
 
 pytestmark = pytest.mark.integration
 

@@ -21,6 +21,7 @@ from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected, decode_event, encode_event
 from pipeline.operators.tracking import Track
 from pipeline.settings import CameraSettings
+from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -226,26 +227,26 @@ def test_outbox_seq_survives_restart_and_acks_delete(tmp_path: Path) -> None:
 
 
 def test_outbox_replays_unacked_after_timeout(tmp_path: Path) -> None:
-    now = [1000.0]
-    with Outbox(tmp_path / "ob.sqlite", clock=lambda: now[0]) as ob:
+    clock = FakeClock(1000.0)
+    with Outbox(tmp_path / "ob.sqlite", clock=clock) as ob:
         ob.append(_ev(), "t")
         rows = ob.due(5.0, 10)
         ob.mark_sent(r.rid for r in rows)
         assert ob.due(5.0, 10) == []
-        now[0] += 6
+        clock.advance(6)
         again = ob.due(5.0, 10)
         assert [r.seq for r in again] == [1] and again[0].attempts == 1
 
 
 def test_outbox_caps_drop_oldest_and_count(tmp_path: Path) -> None:
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     m = Registry()
-    with Outbox(tmp_path / "ob.sqlite", max_events=10, max_age_s=60, metrics=m, clock=lambda: now[0]) as ob:
+    with Outbox(tmp_path / "ob.sqlite", max_events=10, max_age_s=60, metrics=m, clock=clock) as ob:
         for _ in range(15):
             ob.append(_ev(), "t")
         assert ob.depth() == 10 and ob.seqs("cam-1")[0] == 6
         assert m.counter("outbox_dropped_total", why="count") == 5
-        now[0] += 61
+        clock.advance(61)
         ob.append(_ev(), "t")
         assert m.counter("outbox_dropped_total", why="count") == 6  # the 16th pushed one more out
         assert ob.expire() == 9

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from loop_helpers import DEFAULT_INT8_TAG, INT8, registry_with_versions
 from pydantic import SecretStr
 
 from pipeline.cloud_stage.verification import CropDetection, Verdict
@@ -27,6 +26,7 @@ from pipeline.model_signing import signed
 from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import EdgeSettings, Settings
 from pipeline.testing import wait_until
+from tests.learning_loop.loop_helpers import DEFAULT_INT8_TAG, INT8, registry_with_versions
 
 pytestmark = pytest.mark.unit
 

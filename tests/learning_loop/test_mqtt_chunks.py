@@ -16,7 +16,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from loop_helpers import DEFAULT_INT8_TAG, FP32, INT8, Listener, registry_with_versions, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr, ValidationError
 
@@ -42,7 +41,9 @@ from pipeline.operators.chunk_codec import (
 )
 from pipeline.operators.schema import Rejected
 from pipeline.settings import EdgeSettings, ModelRef, MqttSettings, Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
+from tests.learning_loop.loop_helpers import DEFAULT_INT8_TAG, FP32, INT8, Listener, registry_with_versions
 
 # ----------------------------------------------------------------------------- codec (unit)
 
@@ -319,21 +320,21 @@ def test_live_camera_refuses_a_bad_chunk_then_swaps_over_mqtt(
     edge = threading.Thread(target=run_edge, args=(s, stop), daemon=True)
     try:
         edge.start()
-        assert wait_for(lambda: bool(listener.cam_events("cam-1")), 90)
+        assert wait_until(lambda: bool(listener.cam_events("cam-1")), 90)
         ((_, record),) = publish_records(s, "s1", "centernet", "4", cameras=["cam-1"])
         publish(mq, [(config_topic, record)])
-        assert wait_for(lambda: listener.any_status("cam-1", rejected("centernet@4", "chunk_mismatch")), 60), (
+        assert wait_until(lambda: listener.any_status("cam-1", rejected("centernet@4", "chunk_mismatch")), 60), (
             listener.status("cam-1"))  # fmt: skip
         n = len(listener.cam_events("cam-1"))
-        assert wait_for(lambda: len(listener.cam_events("cam-1")) > n + 2, 30)  # the old model keeps running
+        assert wait_until(lambda: len(listener.cam_events("cam-1")) > n + 2, 30)  # the old model keeps running
         assert {e.det for e in listener.cam_events("cam-1")} == {DEFAULT_INT8_TAG}
         assert listener.status("cam-1")["metrics"]["model_update"] == "rejected"
 
         ((_, record),) = publish_records(s, "s1", "centernet", "2", cameras=["cam-1"])
         publish(mq, [(config_topic, record)])
-        assert wait_for(lambda: listener.status("cam-1").get("model") == "centernet@2", 60), listener.status("cam-1")
+        assert wait_until(lambda: listener.status("cam-1").get("model") == "centernet@2", 60), listener.status("cam-1")
         n = len(listener.cam_events("cam-1"))
-        assert wait_for(lambda: any(e.det == "centernet@2" for e in listener.cam_events("cam-1")[n:]), 30)
+        assert wait_until(lambda: any(e.det == "centernet@2" for e in listener.cam_events("cam-1")[n:]), 30)
         assert (tmp_path / "edge-models" / f"centernet-2-{registry.get('centernet', '2').sha256[:16]}.tflite").is_file()
     finally:
         stop.set()
