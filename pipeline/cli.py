@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipeline.cli_support import OVERRIDES_DEST, nest
 from pipeline.errors import PipelineError
-from pipeline.settings import load_settings
+from pipeline.settings import Settings, load_settings
 
 # (module, what it adds) in data-path order; each module has register(subparsers).
 COMMAND_MODULES = (
@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The effective settings of a parsed command line: its flags > PIPELINE_* environment >
+    ``--config`` file (or PIPELINE_CONFIG) > defaults. Raises ConfigError on an unknown key."""
+    return load_settings(args.config, **nest(getattr(args, OVERRIDES_DEST, None) or {}))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -74,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        settings = load_settings(args.config, **nest(getattr(args, OVERRIDES_DEST, None) or {}))
-        return int(args.func(args, settings) or 0)
+        return int(args.func(args, settings_from_args(args)) or 0)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -71,6 +71,9 @@ class Publisher:
         self._connected = threading.Event()
         self._ever_connected = False
         self._thread: threading.Thread | None = None
+        # Passes of the publisher loop so far: a check that nothing was sent can wait until the
+        # loop has looked at the outbox again instead of sleeping a guessed time.
+        self.passes = 0
         self.events_published = 0
         self.bytes_published = 0
         self.node_topic = self.topics.node_status(self.edge.site, self.edge.node_id)
@@ -253,6 +256,7 @@ class Publisher:
         tokens, last = rate, time.monotonic()
         next_expire = 0.0
         while not self._stopping.is_set():
+            self.passes += 1
             try:
                 self._process_acks()
                 now = time.monotonic()

@@ -16,6 +16,7 @@ import pytest
 from pipeline.local_stack.model_server import ModelServerProcess
 from pipeline.local_stack.ports import free_port
 from pipeline.settings import REPO_ROOT, Settings
+from pipeline.testing import wait_until
 from tests.cloud_stage.cloud_stage_helpers import (
     RULE,
     AlertReader,
@@ -151,11 +152,15 @@ def test_hold_policy_waits_for_the_model_instead_of_alerting_unverified(
         ms.stop()
         held = [track_events("cam-1", t, crops.people[t % len(crops.people)]) for t in (2, 3)]
         produce(s, [e for evs in held for e in evs])
-        time.sleep(6.0)
+
+        def holds() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as resp:
+                found = re.search(r"^pipeline_cloud_verification_holds_total (\d+)", resp.read().decode(), re.M)
+            return int(found.group(1)) if found else 0
+
+        # the held events have reached the verifier and waited on the model a few times (not a sleep)
+        assert wait_until(lambda: holds() >= 3, 60, 0.2), worker.log_tail(40)
         assert len(reader.alerts) == 1, "no alert while the model is down"
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as resp:
-            holds = re.search(r"^pipeline_cloud_verification_holds_total (\d+)", resp.read().decode(), re.M)
-        assert holds and int(holds.group(1)) >= 1
 
         ms.start()
         alerts = reader.wait_for(3, timeout_s=60, settle_s=1.0)

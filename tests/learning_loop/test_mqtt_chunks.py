@@ -177,15 +177,20 @@ def test_pushed_version_downloads_byte_for_byte_and_clears(
     assert clear_chunks(mq, "centernet", "3", v3.size) == 1 + 63
     assert retained_manifest(mq, "centernet", "3") is None
     seen: list[str] = []
+    marker = f"{mq.topic_prefix}/probe/{uuid.uuid4().hex[:6]}"
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
     c.on_message = lambda cl, u, msg: seen.append(msg.topic)
     c.connect(mq.host, mq.port)
-    c.subscribe(Topics(mq.topic_prefix).model_chunks("centernet", "3"), qos=1)
     c.loop_start()
-    threading.Event().wait(1.0)
+    c.subscribe(Topics(mq.topic_prefix).model_chunks("centernet", "3"), qos=1)
+    c.subscribe(marker, qos=1)
+    # The broker sends a subscription's retained messages before it handles our later publish:
+    # once the marker is back, any chunk still retained would have arrived before it.
+    c.publish(marker, b"end", qos=1)
+    assert wait_until(lambda: marker in seen, 10), "the probe's own marker came back"
     c.disconnect()
     c.loop_stop()
-    assert seen == [], "the broker still keeps chunks of a cleared version"
+    assert seen == [marker], "the broker still keeps chunks of a cleared version"
 
 
 class StopsAfter(ModelStore):

@@ -1,0 +1,92 @@
+"""Settings load precedence (flags > PIPELINE_* environment > --config YAML > defaults, merged per
+field) and the rejection of unknown keys from every source, as ``pipeline <command>`` loads them."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.cli import build_parser, settings_from_args
+from pipeline.errors import ConfigError
+from pipeline.settings import EdgeSettings, MqttSettings, Settings, load_settings
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No PIPELINE_* variable of the machine running the tests leaks in."""
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+
+
+def write_config(tmp_path: Path, data: dict[str, object]) -> Path:
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def edge_command(*argv: str) -> Settings:
+    return settings_from_args(build_parser().parse_args(list(argv)))
+
+
+def test_defaults_without_any_source() -> None:
+    s = load_settings()
+    assert s.mqtt.port == MqttSettings().port and s.edge.site == EdgeSettings().site
+
+
+def test_each_source_beats_the_one_below_field_by_field(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = write_config(tmp_path, {"mqtt": {"host": "yaml-host", "port": 1001, "keepalive_s": 7},
+                                     "edge": {"site": "yaml-site", "node_id": "yaml-node"}})  # fmt: skip
+    monkeypatch.setenv("PIPELINE_MQTT__PORT", "1002")
+    monkeypatch.setenv("PIPELINE_EDGE__NODE_ID", "env-node")
+    s = edge_command("--config", str(config), "edge", "--node-id", "flag-node")
+    assert s.mqtt.host == "yaml-host", "only the file sets it"
+    assert s.mqtt.keepalive_s == 7, "the file's value stays next to an env override in the same section"
+    assert s.mqtt.port == 1002, "env beats the file"
+    assert s.edge.site == "yaml-site"
+    assert s.edge.node_id == "flag-node", "a flag beats env and file"
+    assert s.kafka.bootstrap_servers == Settings().kafka.bootstrap_servers, "untouched sections keep their defaults"
+
+
+def test_pipeline_config_names_the_file_when_no_flag_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_CONFIG", str(write_config(tmp_path, {"edge": {"site": "from-env-file"}})))
+    assert load_settings().edge.site == "from-env-file"
+    (tmp_path / "other").mkdir()
+    other = write_config(tmp_path / "other", {"edge": {"site": "flag"}})
+    assert load_settings(other).edge.site == "flag", "--config beats PIPELINE_CONFIG"
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"mqtt": {"prot": 1883}}, "prot"),  # a typo in a section
+        ({"mqt": {"port": 1883}}, "mqt"),  # a typo of a section
+        ({"edge": {"cameras": [{"id": "c1", "source": "0", "fps": 5}]}}, "fps"),  # inside a list item
+    ],
+)
+def test_unknown_keys_in_the_file_are_errors_naming_the_key(tmp_path: Path, data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        load_settings(write_config(tmp_path, data))
+
+
+def test_unknown_keys_in_the_environment_and_flags_are_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="prot"):
+        load_settings(mqtt={"prot": 1})
+    monkeypatch.setenv("PIPELINE_MQTT__PROT", "1")
+    with pytest.raises(ConfigError, match="prot"):
+        load_settings()
+
+
+def test_bad_files_and_values_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_settings(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_settings(tmp_path / "list.yaml")
+    with pytest.raises(ConfigError, match="port"):
+        load_settings(mqtt={"port": "not a port"})
