@@ -26,11 +26,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.mqtt_link import PubackTracker
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
-from pipeline.operators.schema import Rejected, decode_alert, decode_json_object
+from pipeline.operators.wire import Rejected, dead_letter, decode_alert, decode_config, encode_dead_letter
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -212,10 +211,10 @@ class Downlink:
                        (self._topics.all_alerts(), False)]  # fmt: skip
             kind = "alert"
         else:
-            config = _check_config(decode_json_object(raw, max_bytes))
+            config = decode_config(raw, max_bytes)
             if isinstance(config, Rejected):
                 return self._dead_letter(record, config, dead)
-            targets = [(self._topics.camera(config["site"], config["cam"], Kind.CONFIG), True)]
+            targets = [(self._topics.camera(config.site, config.cam, Kind.CONFIG), True)]
             kind = "config"
         for topic, retain in targets:
             info = self._client.publish(topic, raw, qos=1, retain=retain)
@@ -227,14 +226,16 @@ class Downlink:
         return True
 
     def _dead_letter(self, record: ConsumerRecord, rejected: Rejected, dead: list[Any]) -> bool:
-        value = dead_letter_value(
-            reason=rejected.reason,
-            detail=rejected.detail,
-            source="kafka",
-            topic=record.topic,
-            payload=record.value or b"",
-            now_ms=int(time.time() * 1000),
-            cap=self._settings.bridge.dead_letter_max_bytes,
+        value = encode_dead_letter(
+            dead_letter(
+                reason=rejected.reason,
+                detail=rejected.detail,
+                source="kafka",
+                topic=record.topic,
+                payload=record.value or b"",
+                now_ms=int(time.time() * 1000),
+                cap=self._settings.bridge.dead_letter_max_bytes,
+            )
         )
         log.info("downlink: dead-letter %s from %s@%d: %s", rejected.reason, record.topic, record.offset,
                  rejected.detail[:200])  # fmt: skip
@@ -265,17 +266,3 @@ class Downlink:
             except (KafkaError, TypeError):
                 continue
         self._metrics.set("bridge_downlink_lag", lag, help="Alert/config records not yet forwarded.")
-
-
-def _check_config(obj: dict[str, Any] | Rejected) -> dict[str, Any] | Rejected:
-    if isinstance(obj, Rejected):
-        return obj
-    for key in ("site", "cam"):
-        value = obj.get(key)
-        if not isinstance(value, str) or not _ID.match(value):
-            return Rejected("bad_field", f"{key}={value!r:.60}")
-    if type(obj.get("rev")) is not int:
-        return Rejected("bad_field", f"rev={obj.get('rev')!r:.60}")
-    if not isinstance(obj.get("config"), dict):
-        return Rejected("bad_field", "config must be an object")
-    return obj

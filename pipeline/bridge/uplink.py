@@ -43,13 +43,13 @@ from kafka import KafkaProducer
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pipeline.bridge.ack_ranges import AckCollector
-from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.key_partitions import KeyPartitions
 from pipeline.bridge.uplink_mqtt import lean_client
 from pipeline.bridge.validation import validate_uplink
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
 from pipeline.operators.schema import Acks, Event, Rejected, decode_event, encode_acks
+from pipeline.operators.wire import dead_letter, encode_dead_letter
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -369,14 +369,16 @@ class Uplink:
         future.add_errback(self._on_failed, item)
 
     def _dead_letter(self, item: _Taken, rejected: Rejected, now_ms: int) -> bytes:
-        return dead_letter_value(
-            reason=rejected.reason,
-            detail=rejected.detail,
-            source="mqtt",
-            topic=item.topic,
-            payload=item.payload,
-            now_ms=now_ms,
-            cap=self._bridge.dead_letter_max_bytes,
+        return encode_dead_letter(
+            dead_letter(
+                reason=rejected.reason,
+                detail=rejected.detail,
+                source="mqtt",
+                topic=item.topic,
+                payload=item.payload,
+                now_ms=now_ms,
+                cap=self._bridge.dead_letter_max_bytes,
+            )
         )
 
     def _publish_acks(self) -> None:

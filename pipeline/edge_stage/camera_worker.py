@@ -9,11 +9,9 @@ read by the frame loop at the next frame; model swaps happen between two frames.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from typing import Any
 
 from pipeline.edge_stage.annotate import Annotator
 from pipeline.edge_stage.capture import Capture, Opener, SourceState, open_cv
@@ -35,27 +33,11 @@ from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
 from pipeline.errors import PipelineError
 from pipeline.metrics import Registry
-from pipeline.operators.schema import Rejected
+from pipeline.operators.wire import CameraState, CameraStatus, Rejected, StatusValue, encode_camera_status
 from pipeline.settings import CameraSettings, Settings
 from pipeline.topics import Kind, Topics
 
 log = logging.getLogger(__name__)
-
-
-def _status_payload(site: str, cam: str, state: str, reason: str, model: str, metrics: dict[str, Any]) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "site": site,
-            "cam": cam,
-            "state": state,
-            "reason": reason,
-            "model": model,
-            "metrics": metrics,
-            "ts": int(time.time() * 1000),
-        },
-        separators=(",", ":"),
-    ).encode()
 
 
 class CameraWorker:
@@ -84,7 +66,8 @@ class CameraWorker:
         self.status_topic = topics.camera(self.edge.site, self.cam, Kind.STATUS)
         self.opener = opener
         self.annotator = annotator
-        self.state, self.reason = "starting", ""
+        self.state: CameraState = "starting"
+        self.reason = ""
         self.model = "none"
         self.capture: Capture | None = None
         self.step: FrameStep | None = None  # built when the thread starts
@@ -99,7 +82,7 @@ class CameraWorker:
 
     # ------------------------------------------------------------------ status
 
-    def _metrics_snapshot(self) -> dict[str, Any]:
+    def _metrics_snapshot(self) -> dict[str, StatusValue]:
         m, c = self.metrics, self.cam
         det = m.quantile("detector_seconds", 0.5, cam=c)
         return {
@@ -116,17 +99,16 @@ class CameraWorker:
             **self.models.snapshot(),
         }
 
-    def publish_status(self, state: str | None = None, reason: str | None = None) -> None:
+    def publish_status(self, state: CameraState | None = None, reason: str | None = None) -> None:
         with self._status_lock:
             if state is not None:
                 self.state = state
             if reason is not None:
                 self.reason = reason
-            payload = _status_payload(
-                self.edge.site, self.cam, self.state, self.reason, self.model, self._metrics_snapshot()
-            )
+            status = CameraStatus(self.edge.site, self.cam, self.state, self.reason, self.model,
+                                  self._metrics_snapshot(), ts=int(time.time() * 1000))  # fmt: skip
             self._next_status = time.monotonic() + self.edge.status_interval_s
-        self.publisher.publish_status(self.status_topic, payload)
+        self.publisher.publish_status(self.status_topic, encode_camera_status(status))
 
     def _on_model_report(self, outcome: str, reason: str, new_tag: str | None) -> None:
         if new_tag is not None:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
@@ -84,11 +84,14 @@ class Frame:
     ts_ms: int  # capture time, epoch milliseconds
 
 
+SourceStateName = Literal["online", "reconnecting", "failed", "ended"]
+
+
 @dataclass(frozen=True, slots=True)
 class SourceState:
     """A change of the source's health, reported through ``Capture.on_state``."""
 
-    state: str  # online | reconnecting | failed | ended
+    state: SourceStateName
     reason: str = ""
 
 
@@ -171,7 +174,7 @@ class Capture:
 
     # ------------------------------------------------------------------ state
 
-    def _set_state(self, state: str, reason: str = "") -> None:
+    def _set_state(self, state: SourceStateName, reason: str = "") -> None:
         if state != self._state:
             self._state = state
             self._on_state(SourceState(state, reason))

@@ -19,7 +19,6 @@ mids are remembered). Retained status messages are kept per topic and re-sent on
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import threading
@@ -32,7 +31,7 @@ import paho.mqtt.client as mqtt
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
-from pipeline.operators.schema import decode_acks
+from pipeline.operators.wire import NodeState, NodeStatus, decode_acks, encode_node_status
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -81,11 +80,8 @@ class Publisher:
 
     # ------------------------------------------------------------------ client
 
-    def _node_payload(self, state: str) -> bytes:
-        return json.dumps(
-            {"v": 1, "site": self.edge.site, "node": self.edge.node_id, "state": state, "ts": int(time.time() * 1000)},
-            separators=(",", ":"),
-        ).encode()
+    def _node_payload(self, state: NodeState) -> bytes:
+        return encode_node_status(NodeStatus(self.edge.site, self.edge.node_id, state, int(time.time() * 1000)))
 
     def _make_client(self, max_queued: int) -> mqtt.Client:
         client = make_client(

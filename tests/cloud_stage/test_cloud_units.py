@@ -242,7 +242,7 @@ def test_poison_records_become_dead_letters() -> None:
     assert isinstance(rejected, Rejected) and rejected.reason == "not_utf8"
     rec = json.loads(dead_letter_record(rejected, "t.events", b"\xff\xfe", now_ms=5))
     assert rec == {"v": 1, "reason": "not_utf8", "detail": rejected.detail, "source": "kafka",
-                   "topic": "t.events", "ts": 5, "payload_b64": "//4="}  # fmt: skip
+                   "topic": "t.events", "ts": 5, "payload_b64": "//4=", "size": 2, "truncated": False}  # fmt: skip
 
 
 def test_track_state_without_track_ended_expires_after_the_ttl() -> None:
