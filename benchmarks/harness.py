@@ -33,6 +33,7 @@ class Context:
     out_dir: Path
     work_dir: Path  # scratch: clips, outboxes, child logs
     print_fn: Callable[[str], Any] = print
+    options: dict[str, Any] = field(default_factory=dict)  # benchmark-specific flags (e.g. --gt)
     _stack: Any = None
     _started: float = field(default_factory=time.monotonic)
 

@@ -12,7 +12,7 @@ caused has been acknowledged by Kafka: a crash in between re-derives the same hi
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,13 +62,17 @@ class StagedState:
 class RulesEngine:
     """Evaluates every rule (validated at start-up: a bad zone or schedule is a ConfigError)."""
 
-    def __init__(self, rules: Sequence[RuleSettings]) -> None:
+    def __init__(self, rules: Sequence[RuleSettings], live: Callable[[str], list[RuleSpec]] | None = None) -> None:
         self.specs = [RuleSpec.from_settings(r) for r in rules]
+        self._live = live  # a camera's rules from the config topic (console, `pipeline config set`)
+
+    def specs_for(self, cam: str) -> list[RuleSpec]:
+        return self.specs + self._live(cam) if self._live is not None else self.specs
 
     def apply(self, event: Event, fused: float, state: StagedState) -> list[Firing]:
         obs = Observation.from_event(event, fused)
         out: list[Firing] = []
-        for spec in self.specs:
+        for spec in self.specs_for(event.cam):
             if not spec.applies_to(event.cam, event.label):
                 continue
             key = state_key(spec, event.cam, event.track)

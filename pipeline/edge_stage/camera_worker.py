@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
 from pipeline.edge_stage.annotate import Annotator
 from pipeline.edge_stage.capture import Capture, Opener, SourceState, open_cv
@@ -31,6 +32,7 @@ from pipeline.edge_stage.model_download import ModelStore
 from pipeline.edge_stage.model_swap import CameraModels
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
+from pipeline.edge_stage.snapshot import encode_snapshot
 from pipeline.errors import PipelineError
 from pipeline.metrics import Registry
 from pipeline.operators.wire import CameraState, CameraStatus, Rejected, StatusValue, encode_camera_status
@@ -64,6 +66,7 @@ class CameraWorker:
         topics = Topics(settings.mqtt.topic_prefix)
         self.events_topic = topics.camera(self.edge.site, self.cam, Kind.EVENTS)
         self.status_topic = topics.camera(self.edge.site, self.cam, Kind.STATUS)
+        self.snapshot_topic = topics.camera(self.edge.site, self.cam, Kind.SNAPSHOT)
         self.opener = opener
         self.annotator = annotator
         self.state: CameraState = "starting"
@@ -75,6 +78,8 @@ class CameraWorker:
         self.thread = threading.Thread(target=self._run, name=f"camera-{self.cam}", daemon=True)
         self._status_lock = threading.Lock()
         self._next_status = 0.0
+        self._next_snapshot = 0.0
+        self._face_blur: Any = None  # MediaPipe face blur of snapshots, loaded when a camera asks
         self.models = CameraModels(
             self.cam, self.edge, store or ModelStore(self.edge, stop, mqtt=settings.mqtt),
             lambda: make_detector(self.edge), self._on_model_report,
@@ -106,9 +111,25 @@ class CameraWorker:
             if reason is not None:
                 self.reason = reason
             status = CameraStatus(self.edge.site, self.cam, self.state, self.reason, self.model,
-                                  self._metrics_snapshot(), ts=int(time.time() * 1000))  # fmt: skip
+                                  self._metrics_snapshot(), ts=int(time.time() * 1000),
+                                  node=self.edge.node_id)  # fmt: skip
             self._next_status = time.monotonic() + self.edge.status_interval_s
         self.publisher.publish_status(self.status_topic, encode_camera_status(status))
+
+    def _publish_snapshot(self, frame: Any, camera: CameraSettings) -> None:
+        """A small retained JPEG for the console's zone editor (pipeline/edge_stage/snapshot.py)."""
+        self._next_snapshot = time.monotonic() + self.edge.snapshot_interval_s
+        blur = None
+        if camera.blur_faces:
+            if self._face_blur is None:
+                from pipeline.edge_stage.detectors.mediapipe_extras import PersonExtras
+
+                self._face_blur = PersonExtras()
+            blur = self._face_blur.blur_faces
+        jpeg = encode_snapshot(frame, self.edge.snapshot_max_bytes, blur)
+        if jpeg is not None:
+            self.publisher.publish_status(self.snapshot_topic, jpeg)
+            self.metrics.inc("snapshots_total", help="Camera snapshots published.", cam=self.cam)
 
     def _on_model_report(self, outcome: str, reason: str, new_tag: str | None) -> None:
         if new_tag is not None:
@@ -148,7 +169,7 @@ class CameraWorker:
         m, c = self.metrics, self.cam
         builder = EventBuilder(self.edge.site, c, detector.tag)
         gate = GateStage(camera, m, c)
-        track = TrackStage(self.edge, self.outbox, c)
+        track = TrackStage(self.edge, self.outbox, c, camera)
         self.step_emit = emit = EmitStage(self.edge, builder, self.outbox, self.events_topic, m, self.publisher.kick)
 
         def on_swap(new: Detector) -> None:
@@ -201,6 +222,8 @@ class CameraWorker:
                 step(frame.image, frame.ts_ms, self.live.camera)
                 if time.monotonic() >= self._next_status:
                     self.publish_status()
+                if self.edge.snapshot_interval_s and time.monotonic() >= self._next_snapshot:
+                    self._publish_snapshot(frame.image, self.live.camera)
         finally:
             step.close(self.live.camera)
             cap.close()

@@ -17,6 +17,8 @@ Stages run on the camera's own thread; none of them is thread-safe, none needs t
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -31,6 +33,7 @@ from pipeline.edge_stage.detectors import Detector
 from pipeline.edge_stage.events import CropFilter, EventBuilder
 from pipeline.edge_stage.motion_gate import MotionGate, PxBox, detection_roi
 from pipeline.edge_stage.outbox import Outbox
+from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections
 from pipeline.metrics import Registry
 from pipeline.operators.schema import encode_event
 from pipeline.operators.track_events import TrackEventPolicy
@@ -39,6 +42,9 @@ from pipeline.settings import CameraSettings, EdgeSettings
 
 if TYPE_CHECKING:
     from pipeline.edge_stage.model_swap import CameraModels
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -76,9 +82,11 @@ class FrameStage(Protocol):
         ...
 
 
-def build_tracker(edge: EdgeSettings, first_id: int = 1) -> Tracker:
-    """The one place a camera's tracker is made from settings (ids continue from ``first_id``)."""
-    return Tracker(max_missed=edge.track_max_missed, first_id=first_id)
+def build_tracker(edge: EdgeSettings, first_id: int = 1, camera: CameraSettings | None = None) -> Tracker:
+    """The one place a camera's tracker is made from settings (ids continue from ``first_id``);
+    :mod:`pipeline.edge_stage.tracking_setup` holds the settings -> tracker mapping, which the
+    accuracy benchmark shares."""
+    return make_tracker(edge, camera, first_id=first_id)
 
 
 class GateStage:
@@ -110,7 +118,11 @@ class GateStage:
 
 
 class TrackStage:
-    """The tracker: detections to tracks (or a prediction on gated frames); persists its next id.
+    """The tracker: detections to tracks (or a prediction on gated frames); persists its next id,
+    and a snapshot of its tracks when one starts or ends and about once a second (frame time), so
+    a node that crashed or was killed takes its people back under the same ids when it restarts (they come back as lost
+    tracks, re-identified by their next detection within ``edge.track_lost_s``). A stream that
+    ends cleanly ends its tracks (``track_ended``) and clears the snapshot.
 
     Timed only on frames with detections: a predict-only step costs microseconds and would pull
     ``tracker_seconds``' p50 towards zero."""
@@ -118,10 +130,19 @@ class TrackStage:
     name = "tracker"
     timer = "tracker_seconds"
 
-    def __init__(self, edge: EdgeSettings, outbox: Outbox, cam: str) -> None:
-        self.outbox = outbox
+    def __init__(self, edge: EdgeSettings, outbox: Outbox, cam: str, camera: CameraSettings | None = None) -> None:
+        self.edge, self.outbox = edge, outbox
         self._id_key = f"next_track_id:{cam}"
-        self.tracker = build_tracker(edge, first_id=outbox.get_state(self._id_key, 1))
+        self._snapshot_key = f"tracker:{cam}"
+        self._next_snapshot_ms: int | None = None
+        self.tracker = build_tracker(edge, first_id=outbox.get_state(self._id_key, 1), camera=camera)
+        saved = outbox.get_text(self._snapshot_key)
+        if saved is not None:
+            try:
+                restored = self.tracker.restore_state(json.loads(saved))
+                log.info("camera %s: %d tracks taken back from before the restart", cam, restored)
+            except ValueError as exc:  # json.JSONDecodeError is a ValueError
+                log.warning("camera %s: tracker snapshot ignored: %s", cam, exc)
 
     def process(self, frame: FrameState) -> bool:
         if not frame.motion:
@@ -130,11 +151,16 @@ class TrackStage:
         frame.update = self.tracker.update(frame.detections, frame.ts_ms)
         if frame.update.started:  # ids stay unique across restarts
             self.outbox.set_state(self._id_key, self.tracker.next_id)
+        changed = frame.update.started or frame.update.ended
+        if changed or self._next_snapshot_ms is None or frame.ts_ms >= self._next_snapshot_ms:
+            self.outbox.set_text(self._snapshot_key, json.dumps(self.tracker.export_state(), separators=(",", ":")))
+            self._next_snapshot_ms = frame.ts_ms + 1000
         return True
 
     def close(self, last: FrameState) -> None:
         last.update = self.tracker.end_all(last.ts_ms)
         self.outbox.set_state(self._id_key, self.tracker.next_id)
+        self.outbox.set_text(self._snapshot_key, None)
 
 
 class DetectStage:
@@ -189,8 +215,8 @@ class DetectStage:
         m.inc("frames_detected_total", help="Detector runs.", cam=c)
         if frame.roi is not None:
             m.inc("frames_roi_total", help="Detector runs on a motion region only.", cam=c)
-        labels = set(frame.camera.labels)
-        frame.detections = [d for d in dets if d.score >= frame.camera.min_score and d.label in labels]
+        # score and labels filter, plus the appearance features the tracker re-identifies with
+        frame.detections = prepare_detections(img, dets, frame.camera, self.track.edge)
         m.inc("detections_total", len(frame.detections), help="Detections kept (score, labels).", cam=c)
         return True
 
@@ -215,6 +241,7 @@ class EmitStage:
         kick: Callable[[], None],
     ) -> None:
         self.policy = TrackEventPolicy(keepalive_ms=int(edge.keepalive_event_s * 1000))
+        self._lines_of: CameraSettings | None = None  # the camera config the policy's lines came from
         self.builder, self.outbox, self.topic = builder, outbox, topic
         self.metrics, self.cam = metrics, builder.cam
         self.kick = kick
@@ -230,6 +257,11 @@ class EmitStage:
 
     def process(self, frame: FrameState) -> bool:
         camera = frame.camera
+        if camera is not self._lines_of:  # first frame or a live config update
+            # the camera's own lines plus those of its line rules (drawn in the console)
+            rule_lines = [r.line for r in camera.rules if r.kind == "line" and r.line is not None]
+            self.policy.lines, self.policy.line_margin = (*camera.lines, *rule_lines), camera.line_margin
+            self._lines_of = camera
         for etype, track in self.policy.decide(frame.update, frame.ts_ms):
             crop_filter: CropFilter | None = None
             attrs: dict[str, str | float | int | bool] = {}

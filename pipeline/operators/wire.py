@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal, get_args
 
 from pipeline.operators.schema import (
+    _ID_RE,
     DEFAULT_MAX_BYTES,
     MAX_TS_MS,
     SCHEMA_VERSION,
@@ -121,12 +122,16 @@ class CameraStatus:
     model: str  # detector name@version in use
     metrics: Mapping[str, StatusValue] = field(default_factory=dict)
     ts: int = 0  # when it was published, epoch ms
+    # The node that runs the camera: the console shows it offline as soon as that node's Last Will
+    # says so. Optional on the wire ("" when absent: statuses retained by older nodes).
+    node: str = ""
     v: int = SCHEMA_VERSION
 
 
 def encode_camera_status(s: CameraStatus) -> bytes:
-    return _dumps({"v": s.v, "site": s.site, "cam": s.cam, "state": s.state, "reason": s.reason[:MAX_REASON],
-                   "model": s.model, "metrics": dict(s.metrics), "ts": s.ts})  # fmt: skip
+    return _dumps({"v": s.v, "site": s.site, "cam": s.cam, "node": s.node, "state": s.state,
+                   "reason": s.reason[:MAX_REASON], "model": s.model, "metrics": dict(s.metrics),
+                   "ts": s.ts})  # fmt: skip
 
 
 def _metrics(v: Any) -> dict[str, StatusValue]:
@@ -139,11 +144,14 @@ def _metrics(v: Any) -> dict[str, StatusValue]:
 
 
 def _build_camera_status(o: dict[str, Any]) -> CameraStatus:
-    _check_keys(o, frozenset({"v", "site", "cam", "state", "reason", "model", "metrics", "ts"}), frozenset())
+    _check_keys(o, frozenset({"v", "site", "cam", "state", "reason", "model", "metrics", "ts"}), frozenset({"node"}))
+    node = o.get("node", "")
+    if (node != "" and not isinstance(node, str)) or (isinstance(node, str) and node and not _ID_RE.match(node)):
+        raise _Bad("bad_field", f"node={node!r:.60}")
     return CameraStatus(
         site=_str(o, "site"), cam=_str(o, "cam"), state=_choice(o, "state", CAMERA_STATES),
         reason=_text(o, "reason"), model=_text(o, "model", 200), metrics=_metrics(o["metrics"]),
-        ts=_int(o, "ts", 0, MAX_TS_MS), v=o["v"],
+        ts=_int(o, "ts", 0, MAX_TS_MS), node=node, v=o["v"],
     )  # fmt: skip
 
 

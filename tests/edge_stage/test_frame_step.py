@@ -74,3 +74,22 @@ def test_tracks_alive_at_the_end_are_ended_and_their_ids_persist(tmp_path: Path)
     with Outbox(tmp_path / "ob.sqlite") as outbox:
         assert TrackStage(edge, outbox, "c1").tracker.next_id == 2, "ids continue after a restart"
     assert build_tracker(edge, first_id=7).next_id == 7
+
+
+def test_a_crashed_node_takes_its_tracks_back_under_the_same_ids(tmp_path: Path) -> None:
+    edge = EdgeSettings()
+    image = np.zeros((32, 32, 3), np.uint8)
+    person = Detection((0.1, 0.1, 0.3, 0.5), 0.9, "person")
+    with Outbox(tmp_path / "ob.sqlite") as outbox:
+        track = TrackStage(edge, outbox, "c1")
+        for i in range(3):
+            track.process(FrameState(image, 2000 + 200 * i, CAMERA, detections=[person], motion=True))
+        (before,) = track.tracker.tracks
+        # no close(): the process was killed
+    with Outbox(tmp_path / "ob.sqlite") as outbox:
+        again = TrackStage(edge, outbox, "c1")
+        f = FrameState(image, 3000, CAMERA, detections=[person], motion=True)
+        again.process(f)
+        assert f.update is not None and [t.id for t in f.update.updated] == [before.id] and not f.update.started
+        again.close(FrameState(image, 3200, CAMERA))
+        assert outbox.get_text("tracker:c1") is None, "a clean end clears the snapshot"
