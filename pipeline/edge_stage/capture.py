@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import SourceError
+from pipeline.errors import PipelineError, SourceError
 from pipeline.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -202,10 +202,11 @@ class Capture:
         while not self._stop.is_set():
             try:
                 self._reader = self._open_once()
-            except SourceError as exc:
+            except PipelineError as exc:  # SourceError is retriable: a camera may come back
                 attempts += 1
                 self._count("source_open_failures_total", "Failed attempts to open a camera source.")
-                if self._reopen_attempts is not None and attempts >= self._reopen_attempts:
+                out_of_attempts = self._reopen_attempts is not None and attempts >= self._reopen_attempts
+                if not exc.retriable or out_of_attempts:
                     self._set_state("failed", str(exc))
                     return False
                 self._set_state("reconnecting", str(exc))

@@ -20,7 +20,7 @@ from pipeline.edge_stage.outbox import Outbox
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected, decode_event, encode_event
 from pipeline.operators.tracking import Track
-from pipeline.settings import CameraSettings
+from pipeline.settings import SAMPLE_CLIP, CameraSettings
 from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
@@ -275,3 +275,18 @@ def test_config_apply_stale_and_invalid() -> None:
     assert parse_config(_cfg(6, {"source": "other"}), "s1", cam, 0).reason == "not_live"  # type: ignore[union-attr]
     assert parse_config(_cfg(6, {}, cam="cam-2"), "s1", cam, 0).reason == "wrong_camera"  # type: ignore[union-attr]
     assert isinstance(parse_config(b"{not json", "s1", cam, 0), Rejected)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_a_missing_source_file_on_the_command_line_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+    from pipeline.edge_stage.command import check_sources
+
+    typo = tmp_path / "no-such-clip.mp4"
+    assert main(["edge", "--source", str(typo)]) == 2
+    assert f"no such file: {typo}" in capsys.readouterr().err
+    check_sources(["0", "rtsp://camera.local/stream", str(SAMPLE_CLIP)])  # devices and URLs may come later
