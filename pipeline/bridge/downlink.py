@@ -159,7 +159,7 @@ class Downlink:
                     else:
                         for tp, records in batch.items():
                             consumer.seek(tp, records[0].offset)
-                        self._metrics.inc("bridge_downlink_resends", help="Batches sent again.")
+                        self._metrics.inc("bridge_downlink_resends_total", help="Batches sent again.")
                         self._stop.wait(backoff)
                         backoff = min(backoff * 2, 10.0)
                 self._update_lag(consumer)
@@ -174,7 +174,7 @@ class Downlink:
             consumer.commit()
         except KafkaError as exc:  # e.g. rebalanced meanwhile: the new owner sends them again
             log.warning("downlink: offset commit failed (%s); records may be sent again", exc)
-            self._metrics.inc("bridge_downlink_commit_errors", help="Offset commits that failed.")
+            self._metrics.inc("bridge_downlink_commit_errors_total", help="Offset commits that failed.")
 
     def _forward(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
         """Publish the batch; True once every PUBACK and dead-letter ack is in."""
@@ -222,7 +222,7 @@ class Downlink:
                 log.warning("downlink: publish to %s refused: %s", topic, mqtt.error_string(info.rc))
                 return False
             mids.add(info.mid)
-        self._metrics.inc("bridge_downlink_forwarded", help="Kafka records published to MQTT.", kind=kind)
+        self._metrics.inc("bridge_downlink_forwarded_total", help="Kafka records published to MQTT.", kind=kind)
         return True
 
     def _dead_letter(self, record: ConsumerRecord, rejected: Rejected, dead: list[Any]) -> bool:
@@ -251,7 +251,7 @@ class Downlink:
         except KafkaError as exc:
             log.warning("downlink: dead-letter send failed: %s", exc)
             return False
-        self._metrics.inc("dead_letters", help="Records sent to the dead-letter topic.",
+        self._metrics.inc("dead_letters_total", help="Records sent to the dead-letter topic.",
                           reason=rejected.reason, source="kafka")  # fmt: skip
         return True
 

@@ -9,7 +9,7 @@ first offsets and the batch is tried again with backoff; nothing is skipped.
 
 Bad alert records (the shared codec's ``Rejected(reason)``) go to the dead-letter topic with
 source ``kafka`` (:func:`pipeline.operators.wire.encode_dead_letter`) and are counted in
-``dead_letters{reason,source}``. From the events topic only ``track_started`` records carrying
+``dead_letters_total{reason,source}``. From the events topic only ``track_started`` records carrying
 a crop are read (a byte test first, so the other ~95 % are not even decoded); those are the
 bridge's and the cloud's to dead-letter, here a bad one is only counted.
 """
@@ -211,7 +211,7 @@ class HistoryConsumer:
                 headers=[("reason", rejected.reason.encode())],
             )
         )
-        self.metrics.inc("dead_letters", help="Records sent to the dead-letter topic.", reason=rejected.reason,
+        self.metrics.inc("dead_letters_total", help="Records sent to the dead-letter topic.", reason=rejected.reason,
                          source="kafka")  # fmt: skip
 
     # ------------------------------------------------------------------ retention

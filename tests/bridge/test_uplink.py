@@ -66,8 +66,8 @@ def test_events_reach_kafka_in_order_with_key_and_headers(make_settings: Callabl
             assert len(partitions[cam]) == 1  # key -> one partition
             expected = list(range(per_cam + (5 if cam == "cam-1" else 0)))
             assert seqs[cam] == expected, f"{cam} out of order"
-        assert bridge.metrics.counter("bridge_uplink_produced") == total
-        assert bridge.metrics.counter("dead_letters") == 0
+        assert bridge.metrics.counter("bridge_uplink_produced_total") == total
+        assert bridge.metrics.counter("dead_letters_total") == 0
         assert wait_until(lambda: bridge.uplink.inflight == 0)
 
 
@@ -133,7 +133,7 @@ def test_rejects_go_to_dead_letter_and_bridge_keeps_forwarding(make_settings: Ca
         assert base64.b64decode(big["payload_b64"]) == b"x" * 512
         assert base64.b64decode(by_reason["not_json"]["payload_b64"]) == b"{not json"
         for reason in bad:
-            assert bridge.metrics.counter("dead_letters", reason=reason, source="mqtt") == 1
+            assert bridge.metrics.counter("dead_letters_total", reason=reason, source="mqtt") == 1
         assert wait_until(lambda: bridge.uplink.inflight == 0)  # rejects are acked to MQTT too
 
         def acked() -> set[int]:
