@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import yaml
+from pydantic import BaseModel
 
 from pipeline.cli import build_parser, settings_from_args
 from pipeline.errors import ConfigError
@@ -90,3 +92,20 @@ def test_bad_files_and_values_are_config_errors(tmp_path: Path) -> None:
         load_settings(tmp_path / "list.yaml")
     with pytest.raises(ConfigError, match="port"):
         load_settings(mqtt={"port": "not a port"})
+
+
+def test_every_setting_has_a_description() -> None:
+    """`pipeline <command> --help` and `pipeline settings` are only as good as these."""
+
+    def undescribed(model: type[BaseModel], path: str) -> list[str]:
+        out = []
+        for name, f in model.model_fields.items():
+            if not f.description:
+                out.append(path + name)
+            for t in (*get_args(f.annotation), f.annotation):
+                for inner in (*get_args(t), t):
+                    if isinstance(inner, type) and issubclass(inner, BaseModel):
+                        out += undescribed(inner, f"{path}{name}.")
+        return out
+
+    assert undescribed(Settings, "") == []
