@@ -109,3 +109,31 @@ def test_every_setting_has_a_description() -> None:
         return out
 
     assert undescribed(Settings, "") == []
+
+
+def test_a_subcommand_whose_library_is_missing_says_so(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An edge-only install lacks faust: `pipeline cloud` is listed and fails with the reason."""
+    import importlib
+
+    from pipeline import cli
+
+    real = importlib.import_module
+
+    def without_faust(name: str, package: str | None = None) -> object:
+        if name == "pipeline.cloud_stage.command":
+            raise ModuleNotFoundError("No module named 'faust'", name="faust")
+        return real(name, package)
+
+    monkeypatch.setattr(cli.importlib, "import_module", without_faust)
+    assert "unavailable: needs the Python package 'faust'" in cli.build_parser().format_help()
+    assert cli.main(["config", "set"]) == 2
+    assert "`pipeline config` needs the Python package 'faust'" in capsys.readouterr().err
+
+    def without_own_module(name: str, package: str | None = None) -> object:
+        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+    monkeypatch.setattr(cli.importlib, "import_module", without_own_module)
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()  # a module of our own missing is a bug: loud
