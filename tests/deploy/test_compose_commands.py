@@ -136,7 +136,7 @@ def _local_environment(
     env["PIPELINE_CLOUD__APP_ID"] = f"d{run_id}-cloud"
     for kind in ("EVENTS", "ALERTS", "CONFIG", "DEAD_LETTER"):
         env[f"PIPELINE_KAFKA__{kind}_TOPIC"] = f"d{run_id}.{kind.lower()}"
-    # The local stack's consumer-group timeouts (FACTS.md: a group joins in ~4 s, not ~30 s).
+    # The local stack's consumer-group timeouts (docs/dependencies.md: a group joins in ~4 s, not ~30 s).
     env["PIPELINE_KAFKA__FAST_GROUP_JOIN"] = "true"
     return env, health
 
