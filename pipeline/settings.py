@@ -391,6 +391,13 @@ class CloudSettings(Section):
         default_factory=lambda: [RuleSettings(id="person-present", kind="presence", labels=["person"])],
         description="Rules of every camera (cameras[].rules add per-camera ones).",
     )
+    link_window_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="A track the edge links to one that vanished (attrs.link) is the same person for presence,"
+        " zone, dwell and line rules; a person is forgotten this long after their last track ended. 0 = off.",
+    )
     escalation_overrides: dict[str, Escalation] = Field(
         default_factory=dict,
         description="Per camera/label escalation: keys 'cam/label', 'cam/*' or '*/label'; most specific wins.",

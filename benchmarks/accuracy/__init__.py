@@ -120,7 +120,7 @@ def vars_of(p: object) -> dict[str, Any]:
 
 def pipeline_part(ctx: Context, video: Path, gt: GroundTruth) -> tuple[list[Row], str, dict[str, Any]]:
     from benchmarks.accuracy.counting import DIRECTIONS, DWELL_S, LINES, ZONE, count_crossings, zone_stays
-    from benchmarks.accuracy.through_pipeline import cascade_value, match_gt, run_pipeline
+    from benchmarks.accuracy.through_pipeline import cascade_value, match_gt, presence_coverage, run_pipeline
 
     runp = run_pipeline(ctx, video, gt)
     people = len(gt.ids)
@@ -128,6 +128,7 @@ def pipeline_part(ctx: Context, video: Path, gt: GroundTruth) -> tuple[list[Row]
     by_rule = Counter(a.rule for a in runp.alerts)
     presence = by_rule["person-present"]
     matched = {match_gt(e, runp.frame_of[e.id], gt) for e in starts} - {None}
+    covered, on_nobody = presence_coverage(runp, gt)
     rows = [
         Row.make(
             "person tracks started per GT person",
@@ -141,6 +142,14 @@ def pipeline_part(ctx: Context, video: Path, gt: GroundTruth) -> tuple[list[Row]
             target=at_most(1.15),
             group=GROUP,
             note=f"{presence} alerts, real pipeline (edge, Mosquitto, bridge, Tansu, Faust, model server)",
+        ),
+        Row.make(
+            "GT people with a presence alert",
+            covered,
+            baseline=people,
+            baseline_label="GT people",
+            group=GROUP,
+            note=f"{on_nobody} presence alerts on no GT person (IoU >= 0.3 at the alerting event)",
         ),
     ]
     traj = gt.trajectories()
@@ -212,7 +221,9 @@ def pipeline_part(ctx: Context, video: Path, gt: GroundTruth) -> tuple[list[Row]
             f" per GT person {presence / people:.2f}. Cascade: AUC {cas.auc}, precision edge-only"
             f" {100 * cas.edge_only[0]:.0f}% vs verified {100 * cas.verified[0]:.0f}%, GT people alerted"
             f" {100 * cas.edge_only[1]:.0f}% vs {100 * cas.verified[1]:.0f}%, events escalated"
-            f" {100 * cas.escalated_share:.0f}%. Event/GT alignment IoU {runp.offset_quality:.2f}.\n"
+            f" {100 * cas.escalated_share:.0f}%. GT people with a presence alert: {covered} of {people}"
+            f" ({on_nobody} presence alerts on nobody). Events on a GT box (IoU >= 0.5) at the chosen"
+            f" frame alignment: {100 * runp.offset_quality:.0f}%.\n"
         )
     )
     series = {

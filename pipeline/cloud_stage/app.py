@@ -120,7 +120,9 @@ class CloudProcessor:
         self.incidents = table("incidents", "rule|cam|incident -> alert ledger entry.")
         self.seen = SeenIndex(self.seen_table, c.dedupe_window_s, c.dedupe_max_per_camera, metrics)
         self.live_rules = LiveRules(settings, metrics)
-        self.rules = RulesEngine(list(c.rules), live=self.live_rules.for_camera)
+        self.rules = RulesEngine(
+            list(c.rules), live=self.live_rules.for_camera, link_window_ms=round(c.link_window_s * 1000)
+        )
         self.ledger = IncidentLedger(self.incidents)
         self.expiry = TrackExpiry(
             self.rule_state, self.tracks, [self.rule_state, self.incidents],
@@ -281,8 +283,9 @@ class CloudProcessor:
                          ev.track, alert.verification, alert.fused_score)  # fmt: skip
             self.ledger.commit(key, entry)
         state.commit()
+        for cam, person in self.rules.expired:
+            self.ledger.forget(self.rules.specs_for(cam), cam, person)
         if ev.type == "track_ended":
-            self.ledger.track_ended(self.rules.specs_for(ev.cam), ev)
             if track_key in self.tracks:
                 del self.tracks[track_key]
         elif fresh:  # remember the heavy model's verdict for the track's later events

@@ -266,6 +266,8 @@ class EmitStage:
             crop_filter: CropFilter | None = None
             attrs: dict[str, str | float | int | bool] = {}
             if etype == "track_started":
+                if track.link is not None:  # the track it probably continues (cloud: same person)
+                    attrs["link"] = track.link
                 extras = self._extras_for(camera)
                 if extras is not None and camera.blur_faces:
                     crop_filter = extras.blur_faces
