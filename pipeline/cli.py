@@ -11,25 +11,26 @@ import importlib
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from pipeline.cli_support import OVERRIDES_DEST, nest
-from pipeline.errors import PipelineError
-from pipeline.settings import load_settings
+from pipeline.errors import ConfigError, PipelineError
+from pipeline.settings import Settings, load_settings
 
-# (module, what it adds) in data-path order; each module has register(subparsers).
-COMMAND_MODULES = (
-    "pipeline.demo_command",  # demo: everything on one machine
-    "pipeline.edge_stage.command",  # edge
-    "pipeline.bridge.command",  # bridge
-    "pipeline.cloud_stage.command",  # cloud, config
-    "pipeline.model_server.command",  # model-server
-    "pipeline.local_stack.command",  # stack up/down/status
-    "pipeline.alerts_command",  # alerts (subscribe and print)
-    "pipeline.chaos.command",  # chaos (fault scenarios and fuzzing, with a table)
-    "pipeline.model_registry.command",  # models add/list/serve/publish
-    "pipeline.hard_examples.command",  # report hard-examples / coco
-    "pipeline.history.command",  # history (alerts into SQL)
-    "pipeline.console.command",  # console (operator web app)
+# (module, the subcommands it adds) in data-path order; each module has register(subparsers).
+COMMAND_MODULES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("pipeline.demo_command", ("demo",)),  # everything on one machine
+    ("pipeline.edge_stage.command", ("edge",)),
+    ("pipeline.bridge.command", ("bridge",)),
+    ("pipeline.cloud_stage.command", ("cloud", "config")),
+    ("pipeline.model_server.command", ("model-server",)),
+    ("pipeline.local_stack.command", ("stack",)),  # up/down/status
+    ("pipeline.alerts_command", ("alerts",)),  # subscribe and print
+    ("pipeline.chaos.command", ("chaos",)),  # fault scenarios and fuzzing, with a table
+    ("pipeline.model_registry.command", ("models",)),  # add/list/serve/publish
+    ("pipeline.hard_examples.command", ("report",)),  # hard-examples / coco / thresholds
+    ("pipeline.history.command", ("history",)),  # alerts into SQL
+    ("pipeline.console.command", ("console",)),  # operator web app
 )
 
 EPILOG = """\
@@ -55,16 +56,37 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     show = sub.add_parser("settings", help="Print the effective settings as YAML and exit.")
     show.set_defaults(func=lambda args, settings: print(settings.to_yaml(), end="") or 0)
-    for name in COMMAND_MODULES:
+    for name, commands in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)
-        except ImportError as exc:
-            # A node installed with only one extra lacks the other parts' libraries;
-            # their subcommands are absent instead of breaking the whole command.
-            logging.getLogger(__name__).debug("subcommands of %s unavailable: %s", name, exc)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] == "pipeline":
+                raise  # our own module is missing: a bug, not an install choice
+            # A node installed with only one extra lacks the other parts' libraries: their
+            # subcommands stay listed and say what is missing instead of vanishing.
+            for command in commands:
+                _unavailable(sub, command, exc)
             continue
         module.register(sub)
     return parser
+
+
+def _unavailable(sub: Any, command: str, exc: ModuleNotFoundError) -> None:
+    why = f"needs the Python package {exc.name!r}, which is not installed"
+    p = sub.add_parser(command, help=f"(unavailable: {why})", description=f"unavailable: {why}")
+
+    def fail(args: argparse.Namespace, settings: Settings) -> int:
+        raise ConfigError(f"`pipeline {command}` {why}; install the extra that carries it (pip install -e '.[...]',"
+                          " see pyproject.toml)")  # fmt: skip
+
+    p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # whatever follows: same answer
+    p.set_defaults(func=fail)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """The effective settings of a parsed command line: its flags > PIPELINE_* environment >
+    ``--config`` file (or PIPELINE_CONFIG) > defaults. Raises ConfigError on an unknown key."""
+    return load_settings(args.config, **nest(getattr(args, OVERRIDES_DEST, None) or {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     try:
-        settings = load_settings(args.config, **nest(getattr(args, OVERRIDES_DEST, None) or {}))
-        return int(args.func(args, settings) or 0)
+        return int(args.func(args, settings_from_args(args)) or 0)
     except PipelineError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,11 @@
 """Every exception this project raises, in one place.
 
 Each class says whether retrying the same operation can succeed (``retriable``), the way
-aiokafka's ``errors.py`` does: callers branch on that flag, never on message text.
+aiokafka's ``errors.py`` does: callers branch on that flag, never on message text. Retry loops
+that read it: a camera source's reopen loop (``edge_stage/capture.py``), the verifier's wait for
+the heavy model (``cloud_stage/verification.py``: a wrong model is not waited for), the topic
+set-up's wait for Kafka (``local_stack/kafka_topics.py``). A failure inside a loop that is worth
+another attempt but is not an exception is a value of its own (``model_download.Transient``).
 
     PipelineError
     ├── ConfigError            (not retriable: fix the config)

@@ -61,11 +61,13 @@ class KafkaSettings(Section):
     dead_letter_topic: str = Field("vision.deadletter", description="Rejected records with their reason.")
     partitions: int = Field(4, ge=1, description="Partitions for topics this project creates.")
     replication_factor: int = Field(1, ge=1, description="Replication for topics this project creates.")
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security protocol (SASL mechanism PLAIN)."
+    )
     sasl_mechanism: str | None = Field(None, description="e.g. PLAIN, SCRAM-SHA-512.")
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    ssl_cafile: Path | None = None
+    sasl_username: str | None = Field(None, description="SASL user (SASL_* protocols).")
+    sasl_password: SecretStr | None = Field(None, description="SASL password; set it from the environment.")
+    ssl_cafile: Path | None = Field(None, description="CA bundle that signed the brokers' certificates (SSL).")
     fetch_max_wait_ms: int = Field(
         100, ge=1, le=10_000,
         description="Longest a consumer's fetch waits at the broker for data. A broker answers early when data"
@@ -163,15 +165,19 @@ class ModelRef(Section):
 
 
 class RuleSettings(Section):
-    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    kind: Literal["presence", "zone", "dwell", "line", "count"] = "presence"
-    labels: list[str] = Field(default_factory=lambda: ["person"])
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Rule id (part of every alert id).")
+    kind: Literal["presence", "zone", "dwell", "line", "count"] = Field("presence", description="What fires it.")
+    labels: list[str] = Field(default_factory=lambda: ["person"], description="Object labels the rule watches.")
     cameras: list[str] | None = Field(None, description="Cameras this rule applies to; None = all.")
     min_score: float = Field(0.5, ge=0, le=1, description="Minimum fused score.")
     zone: list[Point] | None = Field(None, description="Polygon (normalised) for zone/dwell/count rules.")
     line: tuple[Point, Point] | None = Field(None, description="Segment (normalised) for line rules.")
-    direction: Literal["any", "left_to_right", "right_to_left"] = "any"
-    dwell_s: float = Field(10.0, gt=0)
+    direction: Literal["any", "left_to_right", "right_to_left"] = Field(
+        "any",
+        description="Line rules: which crossing fires; left and right as seen walking from the line's first"
+        " point to its second (pipeline/operators/geometry.py).",
+    )
+    dwell_s: float = Field(10.0, gt=0, description="Dwell rules: seconds inside the zone before it fires.")
     count: int = Field(5, ge=1, description="Count rule fires above this many distinct tracks...")
     window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
     cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
@@ -343,9 +349,11 @@ class BridgeSettings(Section):
         " acknowledged from Kafka, so a clean session loses nothing and fails over in ~ack_timeout_s.",
     )
     ack_interval_ms: int = Field(200, ge=10, description="How often acknowledged seqs go to the edge.")
-    linger_ms: int = Field(5, ge=0)
-    batch_size: int = Field(64 * 1024, ge=1024)
-    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = "none"
+    linger_ms: int = Field(5, ge=0, description="Kafka producer linger: wait this long to fill a batch.")
+    batch_size: int = Field(64 * 1024, ge=1024, description="Kafka producer batch size in bytes.")
+    compression_type: Literal["none", "gzip", "snappy", "lz4", "zstd"] = Field(
+        "none", description="Kafka producer compression of event batches."
+    )
     dead_letter_max_bytes: int = Field(8 * 1024, ge=256, description="Original bytes kept in a DLQ record.")
     max_future_skew_s: float = Field(300.0, gt=0, description="Events stamped further ahead are rejected.")
     health_port: int | None = Field(None, description="Serve /healthz and /metrics on this port.")
@@ -374,10 +382,14 @@ class CloudSettings(Section):
     app_id: str = Field("vision-cloud", description="Faust app id (consumer group and table prefix).")
     escalation: Escalation = Field("track_started", description="Which events go to the heavy model.")
     escalation_low_confidence: float = Field(0.6, ge=0, le=1, description="'low_confidence' threshold.")
-    on_model_unavailable: Literal["unverified", "hold"] = "unverified"
+    on_model_unavailable: Literal["unverified", "hold"] = Field(
+        "unverified",
+        description="Heavy model down: alert 'unverified' at once, or 'hold' the partition until it is back.",
+    )
     edge_weight: float = Field(0.4, ge=0, le=1, description="Fused = w*edge + (1-w)*cloud.")
     rules: list[RuleSettings] = Field(
-        default_factory=lambda: [RuleSettings(id="person-present", kind="presence", labels=["person"])]
+        default_factory=lambda: [RuleSettings(id="person-present", kind="presence", labels=["person"])],
+        description="Rules of every camera (cameras[].rules add per-camera ones).",
     )
     link_window_s: float = Field(
         10.0,
@@ -560,17 +572,21 @@ class LocalStackSettings(Section):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PIPELINE_", env_nested_delimiter="__", extra="forbid", frozen=True)
 
-    mqtt: MqttSettings = MqttSettings()
-    kafka: KafkaSettings = KafkaSettings()
-    model_server: ModelServerSettings = ModelServerSettings()
-    edge: EdgeSettings = EdgeSettings()
-    bridge: BridgeSettings = BridgeSettings()
-    cloud: CloudSettings = CloudSettings()
-    registry: RegistrySettings = RegistrySettings()
-    hard_examples: HardExampleSettings = HardExampleSettings()
-    history: HistorySettings = HistorySettings()
-    console: ConsoleSettings = ConsoleSettings()
-    local: LocalStackSettings = LocalStackSettings()
+    mqtt: MqttSettings = Field(MqttSettings(), description="MQTT broker and client (every part).")
+    kafka: KafkaSettings = Field(KafkaSettings(), description="Kafka brokers and topics (bridge, cloud, history).")
+    model_server: ModelServerSettings = Field(
+        ModelServerSettings(), description="The heavy model on TF Serving (cloud)."
+    )
+    edge: EdgeSettings = Field(EdgeSettings(), description="A camera node and its cameras.")
+    bridge: BridgeSettings = Field(BridgeSettings(), description="The MQTT <-> Kafka bridge.")
+    cloud: CloudSettings = Field(CloudSettings(), description="The Faust worker: escalation, verification, rules.")
+    registry: RegistrySettings = Field(RegistrySettings(), description="The model registry and its file server.")
+    hard_examples: HardExampleSettings = Field(
+        HardExampleSettings(), description="Where edge and cloud disagree (recorder)."
+    )
+    history: HistorySettings = Field(HistorySettings(), description="Alert history store.")
+    console: ConsoleSettings = Field(ConsoleSettings(), description="The web console.")
+    local: LocalStackSettings = Field(LocalStackSettings(), description="Local brokers and model server (demo, tests).")
 
     @classmethod
     def settings_customise_sources(

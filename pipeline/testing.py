@@ -21,21 +21,24 @@ from pipeline.settings import SAMPLE_CLIP, RuleSettings
 
 @dataclass
 class FakeClock:
-    """A clock that only moves when told to (milliseconds)."""
+    """A clock that moves only when told to. Calling it gives seconds, so one instance fits every
+    ``clock: Callable[[], float]`` parameter of the code (circuit breaker, offset guard, outbox,
+    capture) without sleeping; ``now_ms`` serves the millisecond timestamps of the operators."""
 
-    now: int = 0
+    t: float = 0.0  # seconds
+
+    def __call__(self) -> float:
+        return self.t
 
     def now_ms(self) -> int:
-        return self.now
+        return round(self.t * 1000)
 
-    def now_s(self) -> float:
-        return self.now / 1000.0
-
-    def advance(self, ms: int) -> int:
-        if ms < 0:
+    def advance(self, s: float) -> float:
+        """Move forward ``s`` seconds; returns the new time."""
+        if s < 0:
             raise ValueError("a clock does not go backwards")
-        self.now += ms
-        return self.now
+        self.t += s
+        return self.t
 
 
 def scripted_track(

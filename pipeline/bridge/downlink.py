@@ -26,11 +26,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.mqtt_link import PubackTracker
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
-from pipeline.operators.schema import Rejected, decode_alert, decode_json_object
+from pipeline.operators.wire import Rejected, dead_letter, decode_alert, decode_config, encode_dead_letter
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -160,7 +159,7 @@ class Downlink:
                     else:
                         for tp, records in batch.items():
                             consumer.seek(tp, records[0].offset)
-                        self._metrics.inc("bridge_downlink_resends", help="Batches sent again.")
+                        self._metrics.inc("bridge_downlink_resends_total", help="Batches sent again.")
                         self._stop.wait(backoff)
                         backoff = min(backoff * 2, 10.0)
                 self._update_lag(consumer)
@@ -175,7 +174,7 @@ class Downlink:
             consumer.commit()
         except KafkaError as exc:  # e.g. rebalanced meanwhile: the new owner sends them again
             log.warning("downlink: offset commit failed (%s); records may be sent again", exc)
-            self._metrics.inc("bridge_downlink_commit_errors", help="Offset commits that failed.")
+            self._metrics.inc("bridge_downlink_commit_errors_total", help="Offset commits that failed.")
 
     def _forward(self, batch: dict[TopicPartition, list[ConsumerRecord]]) -> bool:
         """Publish the batch; True once every PUBACK and dead-letter ack is in."""
@@ -212,10 +211,10 @@ class Downlink:
                        (self._topics.all_alerts(), False)]  # fmt: skip
             kind = "alert"
         else:
-            config = _check_config(decode_json_object(raw, max_bytes))
+            config = decode_config(raw, max_bytes)
             if isinstance(config, Rejected):
                 return self._dead_letter(record, config, dead)
-            targets = [(self._topics.camera(config["site"], config["cam"], Kind.CONFIG), True)]
+            targets = [(self._topics.camera(config.site, config.cam, Kind.CONFIG), True)]
             kind = "config"
         for topic, retain in targets:
             info = self._client.publish(topic, raw, qos=1, retain=retain)
@@ -223,18 +222,20 @@ class Downlink:
                 log.warning("downlink: publish to %s refused: %s", topic, mqtt.error_string(info.rc))
                 return False
             mids.add(info.mid)
-        self._metrics.inc("bridge_downlink_forwarded", help="Kafka records published to MQTT.", kind=kind)
+        self._metrics.inc("bridge_downlink_forwarded_total", help="Kafka records published to MQTT.", kind=kind)
         return True
 
     def _dead_letter(self, record: ConsumerRecord, rejected: Rejected, dead: list[Any]) -> bool:
-        value = dead_letter_value(
-            reason=rejected.reason,
-            detail=rejected.detail,
-            source="kafka",
-            topic=record.topic,
-            payload=record.value or b"",
-            now_ms=int(time.time() * 1000),
-            cap=self._settings.bridge.dead_letter_max_bytes,
+        value = encode_dead_letter(
+            dead_letter(
+                reason=rejected.reason,
+                detail=rejected.detail,
+                source="kafka",
+                topic=record.topic,
+                payload=record.value or b"",
+                now_ms=int(time.time() * 1000),
+                cap=self._settings.bridge.dead_letter_max_bytes,
+            )
         )
         log.info("downlink: dead-letter %s from %s@%d: %s", rejected.reason, record.topic, record.offset,
                  rejected.detail[:200])  # fmt: skip
@@ -250,7 +251,7 @@ class Downlink:
         except KafkaError as exc:
             log.warning("downlink: dead-letter send failed: %s", exc)
             return False
-        self._metrics.inc("dead_letters", help="Records sent to the dead-letter topic.",
+        self._metrics.inc("dead_letters_total", help="Records sent to the dead-letter topic.",
                           reason=rejected.reason, source="kafka")  # fmt: skip
         return True
 
@@ -265,17 +266,3 @@ class Downlink:
             except (KafkaError, TypeError):
                 continue
         self._metrics.set("bridge_downlink_lag", lag, help="Alert/config records not yet forwarded.")
-
-
-def _check_config(obj: dict[str, Any] | Rejected) -> dict[str, Any] | Rejected:
-    if isinstance(obj, Rejected):
-        return obj
-    for key in ("site", "cam"):
-        value = obj.get(key)
-        if not isinstance(value, str) or not _ID.match(value):
-            return Rejected("bad_field", f"{key}={value!r:.60}")
-    if type(obj.get("rev")) is not int:
-        return Rejected("bad_field", f"rev={obj.get('rev')!r:.60}")
-    if not isinstance(obj.get("config"), dict):
-        return Rejected("bad_field", "config must be an object")
-    return obj

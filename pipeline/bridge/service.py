@@ -115,10 +115,10 @@ class Bridge:
 
 def _summary(metrics: Registry) -> str:
     return (
-        f"in={metrics.counter('bridge_uplink_received'):.0f}"
-        f" produced={metrics.counter('bridge_uplink_produced'):.0f}"
-        f" dead_letters={metrics.counter('dead_letters'):.0f}"
-        f" downlink={metrics.counter('bridge_downlink_forwarded'):.0f}"
+        f"in={metrics.counter('bridge_uplink_received_total'):.0f}"
+        f" produced={metrics.counter('bridge_uplink_produced_total'):.0f}"
+        f" dead_letters={metrics.counter('dead_letters_total'):.0f}"
+        f" downlink={metrics.counter('bridge_downlink_forwarded_total'):.0f}"
     )
 
 

@@ -43,13 +43,13 @@ from kafka import KafkaProducer
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pipeline.bridge.ack_ranges import AckCollector
-from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.key_partitions import KeyPartitions
 from pipeline.bridge.validation import validate_uplink
 from pipeline.compat.paho_uplink import configure_uplink, uplink_client_class
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
 from pipeline.operators.schema import Acks, Event, Rejected, decode_event, encode_acks
+from pipeline.operators.wire import dead_letter, encode_dead_letter
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -370,14 +370,16 @@ class Uplink:
         future.add_errback(self._on_failed, item)
 
     def _dead_letter(self, item: _Taken, rejected: Rejected, now_ms: int) -> bytes:
-        return dead_letter_value(
-            reason=rejected.reason,
-            detail=rejected.detail,
-            source="mqtt",
-            topic=item.topic,
-            payload=item.payload,
-            now_ms=now_ms,
-            cap=self._bridge.dead_letter_max_bytes,
+        return encode_dead_letter(
+            dead_letter(
+                reason=rejected.reason,
+                detail=rejected.detail,
+                source="mqtt",
+                topic=item.topic,
+                payload=item.payload,
+                now_ms=now_ms,
+                cap=self._bridge.dead_letter_max_bytes,
+            )
         )
 
     def _publish_acks(self) -> None:
@@ -387,8 +389,8 @@ class Uplink:
             if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                 # NO_CONN: paho queued it for the reconnect. Anything else is lost; the edge
                 # replays those events after its ack timeout (duplicates, not loss).
-                self._metrics.inc("bridge_acks_dropped", help="Ack messages paho refused to queue.")
-            self._metrics.inc("bridge_acks_published", help="Ack messages published to cameras.")
+                self._metrics.inc("bridge_acks_dropped_total", help="Ack messages paho refused to queue.")
+            self._metrics.inc("bridge_acks_published_total", help="Ack messages published to cameras.")
 
     def flush_metrics(self) -> None:
         """Move the counts since the last flush into the registry (worker thread, and close)."""
@@ -398,18 +400,18 @@ class Uplink:
         m = self._metrics
         m.set("bridge_uplink_inflight", inflight, help="MQTT messages taken, not yet acked by Kafka.")
         if c.received:
-            m.inc("bridge_uplink_received", c.received, help="MQTT event messages taken.")
+            m.inc("bridge_uplink_received_total", c.received, help="MQTT event messages taken.")
         if c.redelivered:
-            m.inc("bridge_uplink_redelivered", c.redelivered, help="MQTT messages the broker sent again.")
+            m.inc("bridge_uplink_redelivered_total", c.redelivered, help="MQTT messages the broker sent again.")
         if c.produced:
-            m.inc("bridge_uplink_produced", c.produced, help="Events Kafka acknowledged.")
+            m.inc("bridge_uplink_produced_total", c.produced, help="Events Kafka acknowledged.")
         for reason, n in c.dead_letters.items():
-            m.inc("dead_letters", n, help="Records sent to the dead-letter topic.", reason=reason, source="mqtt")
+            m.inc("dead_letters_total", n, help="Records sent to the dead-letter topic.", reason=reason, source="mqtt")
         if c.unacked_stale:
-            m.inc("bridge_uplink_unacked_stale", c.unacked_stale,
+            m.inc("bridge_uplink_unacked_stale_total", c.unacked_stale,
                   help="In Kafka, but their MQTT connection was gone.")  # fmt: skip
         if c.produce_errors:
-            m.inc("bridge_uplink_produce_errors", c.produce_errors, help="Failed Kafka sends (retried).")
+            m.inc("bridge_uplink_produce_errors_total", c.produce_errors, help="Failed Kafka sends (retried).")
         for seconds in c.latencies:
             m.observe("bridge_uplink_latency_seconds", seconds, help="MQTT arrival to Kafka acknowledgement.")
 

@@ -73,7 +73,7 @@ def faust_options(settings: Settings) -> dict[str, Any]:
         opts["producer_max_batch_size"] = 1
     if k.security_protocol != "PLAINTEXT":
         opts["broker_credentials"] = _credentials(settings)
-    if k.fast_group_join:  # ../shared/FACTS.md: worker ready in ~4 s instead of ~30 s
+    if k.fast_group_join:  # docs/dependencies.md: worker ready in ~4 s instead of ~30 s
         opts.update(
             broker_session_timeout=6.0,
             broker_heartbeat_interval=1.0,

@@ -10,6 +10,7 @@ from typing import Any
 
 from pipeline.cli_support import add_override
 from pipeline.errors import BrokerUnavailable, ConfigError
+from pipeline.operators.wire import ConfigUpdate, encode_config
 from pipeline.settings import CameraSettings, EdgeSettings, Settings
 
 CLOUD_HELP = """\
@@ -123,8 +124,7 @@ def parse_pairs(pairs: list[str]) -> dict[str, Any]:
 
 def config_record(site: str, cam: str, config: dict[str, Any], rev: int | None = None) -> bytes:
     rev = rev if rev is not None else int(time.time() * 1000)
-    record = {"v": 1, "site": site, "cam": cam, "rev": rev, "config": config}
-    return json.dumps(record, separators=(",", ":")).encode()
+    return encode_config(ConfigUpdate(site, cam, rev, config))
 
 
 def produce_configs(settings: Settings, records: list[tuple[str, bytes]]) -> list[str]:

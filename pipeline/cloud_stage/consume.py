@@ -10,8 +10,6 @@ changelog tombstone) while processing that camera's events, i.e. from the right 
 
 from __future__ import annotations
 
-import base64
-import json
 import time
 from collections import deque
 from collections.abc import MutableMapping
@@ -19,6 +17,7 @@ from typing import Any, Final
 
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected, decode_event
+from pipeline.operators.wire import dead_letter, encode_dead_letter
 
 DLQ_PAYLOAD_CAP: Final = 8 * 1024
 PRUNE_PER_EVENT: Final = 16  # deletions per event: bounded work, the backlog drains over time
@@ -31,20 +30,11 @@ def decode(raw: Any) -> Event | Rejected:
 
 
 def dead_letter_record(rejected: Rejected, topic: str, raw: Any, now_ms: int | None = None) -> bytes:
-    """Dead-letter value per docs/CONTRACTS.md (key = source topic)."""
+    """Dead-letter value of a record refused on ``topic`` (key = the topic; docs/CONTRACTS.md)."""
     payload = bytes(raw) if isinstance(raw, bytes | bytearray) else repr(raw).encode()
-    return json.dumps(
-        {
-            "v": 1,
-            "reason": rejected.reason,
-            "detail": rejected.detail[:500],
-            "source": "kafka",
-            "topic": topic,
-            "ts": now_ms if now_ms is not None else int(time.time() * 1000),
-            "payload_b64": base64.b64encode(payload[:DLQ_PAYLOAD_CAP]).decode(),
-        },
-        separators=(",", ":"),
-    ).encode()
+    ts = now_ms if now_ms is not None else int(time.time() * 1000)
+    return encode_dead_letter(dead_letter(reason=rejected.reason, detail=rejected.detail, source="kafka",
+                                          topic=topic, payload=payload, now_ms=ts, cap=DLQ_PAYLOAD_CAP))  # fmt: skip
 
 
 class SeenIndex:

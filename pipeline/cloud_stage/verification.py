@@ -227,13 +227,14 @@ class Verifier:
                 lb = letterbox(rgb, (await self._model_info()).input_size)
                 detections = await self._infer(lb.image)
                 break
-            except ModelError as exc:  # the server answers with the wrong model: no second opinion
-                log.error("heavy model unusable: %s", exc)  # noqa: TRY400 (expected, no traceback)
-                self.breaker.record_failure()
-                self.info = None  # re-check the metadata on the next call
-                self.metrics.inc("cloud_verifications_total", verification="unverified", reason="model_error")
-                return Verdict(None, event.score, "unverified", detail=f"model error: {exc}"[:120])
-            except InferenceUnavailable as exc:
+            except (ModelError, InferenceUnavailable) as exc:
+                if not exc.retriable:  # the server answers with the wrong model: no second opinion
+                    log.error("heavy model unusable: %s", exc)  # noqa: TRY400 (expected, no traceback)
+                    self.breaker.record_failure()
+                    self.info = None  # re-check the metadata on the next call
+                    self.metrics.inc("cloud_verifications_total", verification="unverified", reason="model_error")
+                    return Verdict(None, event.score, "unverified", detail=f"model error: {exc}"[:120])
+                # retriable (down, slow, circuit open): the policy says whether to wait for it
                 if self.cloud.on_model_unavailable == "unverified":
                     self.metrics.inc(
                         "cloud_verifications_total", help="Verdicts by kind.",

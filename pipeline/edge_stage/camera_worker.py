@@ -9,7 +9,6 @@ read by the frame loop at the next frame; model swaps happen between two frames.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -36,30 +35,11 @@ from pipeline.edge_stage.publisher import Publisher
 from pipeline.edge_stage.snapshot import encode_snapshot
 from pipeline.errors import PipelineError
 from pipeline.metrics import Registry
-from pipeline.operators.schema import Rejected
+from pipeline.operators.wire import CameraState, CameraStatus, Rejected, StatusValue, encode_camera_status
 from pipeline.settings import CameraSettings, Settings
 from pipeline.topics import Kind, Topics
 
 log = logging.getLogger(__name__)
-
-
-def _status_payload(
-    site: str, cam: str, state: str, reason: str, model: str, metrics: dict[str, Any], node: str = ""
-) -> bytes:
-    return json.dumps(
-        {
-            "v": 1,
-            "site": site,
-            "cam": cam,
-            "node": node,  # the console shows a camera offline as soon as its node's Last Will says so
-            "state": state,
-            "reason": reason,
-            "model": model,
-            "metrics": metrics,
-            "ts": int(time.time() * 1000),
-        },
-        separators=(",", ":"),
-    ).encode()
 
 
 class CameraWorker:
@@ -89,7 +69,8 @@ class CameraWorker:
         self.snapshot_topic = topics.camera(self.edge.site, self.cam, Kind.SNAPSHOT)
         self.opener = opener
         self.annotator = annotator
-        self.state, self.reason = "starting", ""
+        self.state: CameraState = "starting"
+        self.reason = ""
         self.model = "none"
         self.capture: Capture | None = None
         self.step: FrameStep | None = None  # built when the thread starts
@@ -106,7 +87,7 @@ class CameraWorker:
 
     # ------------------------------------------------------------------ status
 
-    def _metrics_snapshot(self) -> dict[str, Any]:
+    def _metrics_snapshot(self) -> dict[str, StatusValue]:
         m, c = self.metrics, self.cam
         det = m.quantile("detector_seconds", 0.5, cam=c)
         return {
@@ -123,23 +104,17 @@ class CameraWorker:
             **self.models.snapshot(),
         }
 
-    def publish_status(self, state: str | None = None, reason: str | None = None) -> None:
+    def publish_status(self, state: CameraState | None = None, reason: str | None = None) -> None:
         with self._status_lock:
             if state is not None:
                 self.state = state
             if reason is not None:
                 self.reason = reason
-            payload = _status_payload(
-                self.edge.site,
-                self.cam,
-                self.state,
-                self.reason,
-                self.model,
-                self._metrics_snapshot(),
-                self.edge.node_id,
-            )
+            status = CameraStatus(self.edge.site, self.cam, self.state, self.reason, self.model,
+                                  self._metrics_snapshot(), ts=int(time.time() * 1000),
+                                  node=self.edge.node_id)  # fmt: skip
             self._next_status = time.monotonic() + self.edge.status_interval_s
-        self.publisher.publish_status(self.status_topic, payload)
+        self.publisher.publish_status(self.status_topic, encode_camera_status(status))
 
     def _publish_snapshot(self, frame: Any, camera: CameraSettings) -> None:
         """A small retained JPEG for the console's zone editor (pipeline/edge_stage/snapshot.py)."""

@@ -27,13 +27,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 
-from pipeline.errors import SourceError
+from pipeline.errors import PipelineError, SourceError
 from pipeline.metrics import Registry
 
 log = logging.getLogger(__name__)
@@ -84,11 +84,14 @@ class Frame:
     ts_ms: int  # capture time, epoch milliseconds
 
 
+SourceStateName = Literal["online", "reconnecting", "failed", "ended"]
+
+
 @dataclass(frozen=True, slots=True)
 class SourceState:
     """A change of the source's health, reported through ``Capture.on_state``."""
 
-    state: str  # online | reconnecting | failed | ended
+    state: SourceStateName
     reason: str = ""
 
 
@@ -171,7 +174,7 @@ class Capture:
 
     # ------------------------------------------------------------------ state
 
-    def _set_state(self, state: str, reason: str = "") -> None:
+    def _set_state(self, state: SourceStateName, reason: str = "") -> None:
         if state != self._state:
             self._state = state
             self._on_state(SourceState(state, reason))
@@ -199,10 +202,11 @@ class Capture:
         while not self._stop.is_set():
             try:
                 self._reader = self._open_once()
-            except SourceError as exc:
+            except PipelineError as exc:  # SourceError is retriable: a camera may come back
                 attempts += 1
                 self._count("source_open_failures_total", "Failed attempts to open a camera source.")
-                if self._reopen_attempts is not None and attempts >= self._reopen_attempts:
+                out_of_attempts = self._reopen_attempts is not None and attempts >= self._reopen_attempts
+                if not exc.retriable or out_of_attempts:
                     self._set_state("failed", str(exc))
                     return False
                 self._set_state("reconnecting", str(exc))

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli_support import add_override
+from pipeline.errors import ConfigError
 from pipeline.settings import CameraSettings, Settings
 
 
@@ -64,10 +65,23 @@ def _with_sources(settings: Settings, sources: list[str], loop: bool) -> Setting
     return settings.model_copy(update={"edge": settings.edge.model_copy(update={"cameras": cams})})
 
 
+def check_sources(sources: list[str]) -> None:
+    """A file named on the command line must exist now: a typo fails at once with its name.
+
+    Only ``--source`` files: devices and URLs may come up later, and cameras of a settings file
+    keep retrying with backoff (a file that is being replaced reports ``reconnecting``)."""
+    from pipeline.edge_stage.capture import is_file_source
+
+    missing = [src for src in sources if is_file_source(src) and not Path(src).is_file()]
+    if missing:
+        raise ConfigError(f"--source: no such file: {', '.join(missing)}")
+
+
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.edge_stage.runner import EdgeProgress, run_edge
 
     if args.source:
+        check_sources(args.source)
         settings = _with_sources(settings, args.source, args.loop)
     stop = threading.Event()
 

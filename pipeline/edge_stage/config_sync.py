@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline.operators.schema import Rejected, decode_json_object
+from pipeline.operators.wire import Rejected, decode_config
 from pipeline.settings import CameraSettings
 
 FIXED_FIELDS = frozenset({"id", "source"})
@@ -48,19 +48,12 @@ def _short(exc: ValidationError) -> str:
 
 
 def parse_config(raw: bytes, site: str, current: CameraSettings, applied_rev: int) -> ConfigResult:
-    obj = decode_json_object(raw, max_bytes=64 * 1024)
-    if isinstance(obj, Rejected):
-        return obj
-    if set(obj) - {"v", "site", "cam", "rev", "config"}:
-        return Rejected("unknown_field", ", ".join(sorted(set(obj) - {"v", "site", "cam", "rev", "config"}))[:200])
-    if obj.get("site") != site or obj.get("cam") != current.id:
-        return Rejected("wrong_camera", f"site/cam {obj.get('site')!r}/{obj.get('cam')!r} is not {site}/{current.id}")
-    rev = obj.get("rev")
-    if type(rev) is not int or rev < 0:
-        return Rejected("bad_field", f"rev={rev!r:.40}")
-    update = obj.get("config")
-    if not isinstance(update, dict):
-        return Rejected("bad_field", "config must be an object")
+    msg = decode_config(raw)
+    if isinstance(msg, Rejected):
+        return msg
+    if msg.site != site or msg.cam != current.id:
+        return Rejected("wrong_camera", f"site/cam {msg.site!r}/{msg.cam!r} is not {site}/{current.id}")
+    rev, update = msg.rev, msg.config
     if rev <= applied_rev:
         return Ignored(f"rev {rev} <= applied {applied_rev}")
     fixed = {k for k in update if k in FIXED_FIELDS and update[k] != getattr(current, k)}

@@ -22,6 +22,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -51,6 +52,15 @@ def _version_tuple(v: str) -> tuple[int, ...]:
 
 def version_at_least(have: str, need: str) -> bool:
     return _version_tuple(have) >= _version_tuple(need)
+
+
+@dataclass(frozen=True, slots=True)
+class Transient:
+    """A download attempt that failed in a way another attempt may not (network error, HTTP 5xx).
+
+    A value of its own rather than a ``Rejected`` reason, so the retry loop branches on the type."""
+
+    detail: str
 
 
 def file_sha256(path: Path) -> str:
@@ -124,16 +134,15 @@ class ModelStore:
                 have = 0
             if have < ref.size:
                 result = self._request(ref, part, have)
-                if isinstance(result, Rejected):
-                    if result.reason == "stopped":
-                        return result  # keep the part file: resumed next time
-                    if result.reason != "retry":
-                        part.unlink(missing_ok=True)
-                        return result
+                if isinstance(result, Transient):  # another attempt may work: keep what arrived
                     last = result.detail
                     log.info("model %s: download attempt %d: %s", ref.tag, attempt + 1, last)
                     self.stop.wait(min(5.0, 0.2 * 2**attempt))
                     continue
+                if isinstance(result, Rejected):
+                    if result.reason != "stopped":  # stopped: keep the part file, resumed next time
+                        part.unlink(missing_ok=True)
+                    return result
             size = part.stat().st_size
             if size != ref.size:
                 last = f"got {size} of {ref.size} bytes"
@@ -173,8 +182,9 @@ class ModelStore:
         with self._lock:
             return dict(self._chunk_stats)
 
-    def _request(self, ref: ModelRef, part: Path, have: int) -> Rejected | None:
-        """Append to ``part`` from byte ``have``; Rejected("retry", why) for a transient failure."""
+    def _request(self, ref: ModelRef, part: Path, have: int) -> Rejected | Transient | None:
+        """Append to ``part`` from byte ``have``: None when done, Transient when another attempt
+        may succeed (network errors, 5xx), Rejected when it cannot (4xx, size, stopping)."""
         req = urllib.request.Request(ref.url, headers={"Range": f"bytes={have}-"} if have else {})  # noqa: S310
         try:
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # noqa: S310 (http/https checked by ModelRef)
@@ -204,9 +214,9 @@ class ModelStore:
                 return None
             if 400 <= exc.code < 500:
                 return Rejected("download_failed", f"HTTP {exc.code} {ref.url}"[:300])
-            return Rejected("retry", f"HTTP {exc.code}")
+            return Transient(f"HTTP {exc.code}")
         except (urllib.error.URLError, OSError, TimeoutError) as exc:
-            return Rejected("retry", f"{type(exc).__name__}: {exc}"[:200])
+            return Transient(f"{type(exc).__name__}: {exc}"[:200])
         return None
 
     # ------------------------------------------------------------------ disk bound

@@ -156,11 +156,6 @@ class Outbox:
                 "UPDATE events SET sent_ms = ?, attempts = attempts + 1 WHERE rid = ?", [(now, r) for r in rids]
             )
 
-    def mark_unsent(self) -> None:
-        """Make every row due again (e.g. after the broker lost our session)."""
-        with self._lock:
-            self._db.execute("UPDATE events SET sent_ms = NULL")
-
     def ack(self, cam: str, ranges: Iterable[tuple[int, int]]) -> int:
         """Delete the camera's rows whose seq is in one of the inclusive ranges; returns how many."""
         deleted = 0

@@ -19,7 +19,6 @@ mids are remembered). Retained status messages are kept per topic and re-sent on
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import queue
 import threading
@@ -32,7 +31,7 @@ import paho.mqtt.client as mqtt
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
-from pipeline.operators.schema import decode_acks
+from pipeline.operators.wire import NodeState, NodeStatus, decode_acks, encode_node_status
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -71,6 +70,9 @@ class Publisher:
         self._connected = threading.Event()
         self._ever_connected = False
         self._thread: threading.Thread | None = None
+        # Passes of the publisher loop so far: a check that nothing was sent can wait until the
+        # loop has looked at the outbox again instead of sleeping a guessed time.
+        self.passes = 0
         self.events_published = 0
         self.bytes_published = 0
         self.node_topic = self.topics.node_status(self.edge.site, self.edge.node_id)
@@ -78,11 +80,8 @@ class Publisher:
 
     # ------------------------------------------------------------------ client
 
-    def _node_payload(self, state: str) -> bytes:
-        return json.dumps(
-            {"v": 1, "site": self.edge.site, "node": self.edge.node_id, "state": state, "ts": int(time.time() * 1000)},
-            separators=(",", ":"),
-        ).encode()
+    def _node_payload(self, state: NodeState) -> bytes:
+        return encode_node_status(NodeStatus(self.edge.site, self.edge.node_id, state, int(time.time() * 1000)))
 
     def _make_client(self, max_queued: int) -> mqtt.Client:
         client = make_client(
@@ -253,6 +252,7 @@ class Publisher:
         tokens, last = rate, time.monotonic()
         next_expire = 0.0
         while not self._stopping.is_set():
+            self.passes += 1
             try:
                 self._process_acks()
                 now = time.monotonic()

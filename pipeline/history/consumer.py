@@ -8,8 +8,8 @@ If the database refuses a batch (down, disk full) the partitions are sought back
 first offsets and the batch is tried again with backoff; nothing is skipped.
 
 Bad alert records (the shared codec's ``Rejected(reason)``) go to the dead-letter topic with
-source ``kafka`` (:func:`pipeline.bridge.dead_letter.dead_letter_value`) and are counted in
-``dead_letters{reason,source}``. From the events topic only ``track_started`` records carrying
+source ``kafka`` (:func:`pipeline.operators.wire.encode_dead_letter`) and are counted in
+``dead_letters_total{reason,source}``. From the events topic only ``track_started`` records carrying
 a crop are read (a byte test first, so the other ~95 % are not even decoded); those are the
 bridge's and the cloud's to dead-letter, here a bad one is only counted.
 """
@@ -27,11 +27,11 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.history.crops import prepare_crop
 from pipeline.history.store import HistoryStore, StoredAlert, TrackCrop
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Rejected, decode_alert, decode_event
+from pipeline.operators.wire import dead_letter, encode_dead_letter
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -196,11 +196,11 @@ class HistoryConsumer:
 
     def _dead_letter(self, record: ConsumerRecord, rejected: Rejected, batch: Batch) -> None:
         assert self._producer is not None
-        value = dead_letter_value(
+        value = encode_dead_letter(dead_letter(
             reason=rejected.reason, detail=rejected.detail, source="kafka", topic=record.topic,
             payload=record.value or b"", now_ms=int(time.time() * 1000),
             cap=self.settings.bridge.dead_letter_max_bytes,
-        )  # fmt: skip
+        ))  # fmt: skip
         log.info("history: dead-letter %s from %s@%d: %s", rejected.reason, record.topic, record.offset,
                  rejected.detail[:200])  # fmt: skip
         batch.dead.append(
@@ -211,7 +211,7 @@ class HistoryConsumer:
                 headers=[("reason", rejected.reason.encode())],
             )
         )
-        self.metrics.inc("dead_letters", help="Records sent to the dead-letter topic.", reason=rejected.reason,
+        self.metrics.inc("dead_letters_total", help="Records sent to the dead-letter topic.", reason=rejected.reason,
                          source="kafka")  # fmt: skip
 
     # ------------------------------------------------------------------ retention

@@ -12,7 +12,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-from pipeline.errors import BrokerUnavailable, ConfigError
+from pipeline.errors import BrokerUnavailable, ConfigError, PipelineError
 from pipeline.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -86,15 +86,12 @@ def main() -> int:
     while True:
         try:
             created = ensure_topics(kafka)
-        except BrokerUnavailable as exc:
-            if time.monotonic() > deadline:
-                print(f"kafka_topics: {exc}", file=sys.stderr)
-                return 1
-            time.sleep(1.0)
-            continue
-        except ConfigError as exc:
+        except PipelineError as exc:  # retriable: the broker is still starting; not: a config to fix
+            if exc.retriable and time.monotonic() < deadline:
+                time.sleep(1.0)
+                continue
             print(f"kafka_topics: {exc}", file=sys.stderr)
-            return 2
+            return 1 if exc.retriable else 2
         print(f"kafka_topics: {', '.join(project_topics(kafka))} ok ({kafka.partitions} partitions; created {created})")
         return 0
 

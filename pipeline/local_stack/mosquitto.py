@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +13,7 @@ from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.ports import LOOPBACK, port_open
 
 # Mosquitto's default (1000) silently drops messages queued for an offline persistent client
-# beyond it (FACTS.md); an edge node offline for minutes queues more than that.
+# beyond it (docs/dependencies.md); an edge node offline for minutes queues more than that.
 MAX_QUEUED_MESSAGES = 100_000
 # QoS 1/2 messages in flight per client; Mosquitto's default is 20. Enough for a bridge to keep
 # the pipe full without letting one client hold thousands of unacknowledged messages.
@@ -131,11 +130,6 @@ class MosquittoProcess(ChildProcess):
 
     def probe(self) -> bool:
         return port_open(self.host, self.port) and (self.tls is None or port_open(self.host, self.tls.port))
-
-    def reload(self) -> None:
-        """SIGHUP: Mosquitto re-reads the password and ACL files without dropping clients."""
-        if self.pid is not None:
-            os.kill(self.pid, signal.SIGHUP)
 
 
 def write_password_file(path: Path, users: dict[str, str], binary: str = "mosquitto_passwd") -> Path:

@@ -15,7 +15,6 @@ null}`` sends a camera back to its packaged model.
 from __future__ import annotations
 
 import hashlib
-import json
 import threading
 import time
 import uuid
@@ -23,6 +22,7 @@ from typing import Any
 
 from pipeline.errors import BrokerUnavailable
 from pipeline.mqtt_client import paho_keepalive
+from pipeline.operators.wire import CameraStatus, Rejected, decode_camera_status
 from pipeline.settings import ModelRef, Settings
 from pipeline.topics import Kind, Topics
 
@@ -42,14 +42,14 @@ def model_config(ref: ModelRef | None) -> dict[str, Any]:
     return {"model": None if ref is None else ref.model_dump(mode="json")}
 
 
-def discover_cameras(settings: Settings, site: str, wait_s: float = 2.0) -> dict[str, dict[str, Any]]:
-    """Retained camera statuses of a site: camera id -> status object (its ``model`` and metrics)."""
+def discover_cameras(settings: Settings, site: str, wait_s: float = 2.0) -> dict[str, CameraStatus]:
+    """Retained camera statuses of a site: camera id -> its status (``model``, metrics)."""
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
     m = settings.mqtt
     topics = Topics(m.topic_prefix)
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, CameraStatus] = {}
     lock = threading.Lock()
     subscribed = threading.Event()
     client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
@@ -68,13 +68,10 @@ def discover_cameras(settings: Settings, site: str, wait_s: float = 2.0) -> dict
 
     def on_message(c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         parsed = topics.parse_camera(msg.topic)
-        try:
-            obj = json.loads(msg.payload)
-        except ValueError:
-            return
-        if parsed is not None and isinstance(obj, dict):
+        status = decode_camera_status(bytes(msg.payload))
+        if parsed is not None and not isinstance(status, Rejected):
             with lock:
-                found[parsed[1]] = obj
+                found[parsed[1]] = status
 
     client.on_connect, client.on_subscribe, client.on_message = on_connect, on_subscribe, on_message
     try:

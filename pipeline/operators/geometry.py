@@ -51,10 +51,6 @@ def anchor_point(box: Box, where: Anchor = "bottom_centre") -> Point:
     return (cx, (y1 + y2) / 2.0)
 
 
-def box_centre(box: Box) -> Point:
-    return anchor_point(box, "centre")
-
-
 def cross(a: Point, b: Point, p: Point) -> float:
     """z of (b - a) x (p - a): > 0 when ``p`` is right of a->b (y-down image), < 0 when left."""
     return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])

@@ -349,7 +349,3 @@ def decode_json_object(raw: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> dict[s
     """Size, UTF-8, JSON-object and version checks only (for messages validated elsewhere,
     e.g. camera config, which the edge checks against its settings model)."""
     return _load_object(raw, max_bytes)
-
-
-def encode_json_object(obj: Mapping[str, Any]) -> bytes:
-    return _dumps({"v": SCHEMA_VERSION, **obj})

@@ -22,6 +22,7 @@ from pipeline.bridge.service import Bridge, require_producer
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 SITE = "site-a"
@@ -84,13 +85,13 @@ class MqttPeer:
             return [m for m in self.messages if topic is None or m.topic == topic]
 
     def wait_for(self, pred: Callable[[list[mqtt.MQTTMessage]], bool], timeout_s: float = 15) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        """Until ``pred`` holds for the messages received so far."""
+
+        def holds() -> bool:
             with self.lock:
-                if pred(list(self.messages)):
-                    return True
-            time.sleep(0.05)
-        return False
+                return pred(list(self.messages))
+
+        return wait_until(holds, timeout_s)
 
 
 @contextmanager

@@ -6,14 +6,13 @@ import base64
 import json
 
 import pytest
-from bridge_helpers import make_event
 
 from pipeline.bridge.ack_ranges import AckCollector, merge_ranges
-from pipeline.bridge.dead_letter import dead_letter_value
-from pipeline.bridge.downlink import _check_config
 from pipeline.bridge.validation import validate_uplink
 from pipeline.operators.schema import Event, Rejected, encode_event
+from pipeline.operators.wire import dead_letter, decode_config, encode_dead_letter
 from pipeline.topics import Topics
+from tests.bridge.bridge_helpers import make_event
 
 pytestmark = pytest.mark.unit
 
@@ -70,7 +69,9 @@ def test_validate_uplink_passes_schema_reasons_through() -> None:
 def test_dead_letter_value_caps_payload_and_keeps_size() -> None:
     raw = bytes(range(256)) * 4
     value = json.loads(
-        dead_letter_value(reason="too_large", detail="d", source="mqtt", topic="t", payload=raw, now_ms=NOW, cap=300)
+        encode_dead_letter(
+            dead_letter(reason="too_large", detail="d", source="mqtt", topic="t", payload=raw, now_ms=NOW, cap=300)
+        )
     )
     assert value["v"] == 1 and value["reason"] == "too_large" and value["source"] == "mqtt"
     assert value["topic"] == "t" and value["ts"] == NOW and value["size"] == 1024 and value["truncated"]
@@ -88,4 +89,4 @@ def test_dead_letter_value_caps_payload_and_keeps_size() -> None:
     ],
 )
 def test_check_config(obj: dict[str, object], ok: bool) -> None:
-    assert isinstance(_check_config(obj), Rejected) is not ok
+    assert isinstance(decode_config(json.dumps(obj).encode()), Rejected) is not ok

@@ -7,13 +7,13 @@ import time
 from collections.abc import Callable
 
 import pytest
-from bridge_helpers import SITE, bridge_settings, mqtt_peer, read_topic, running_bridge
 from kafka import KafkaProducer
 
 from pipeline.operators.schema import Alert, decode_alert, encode_alert
 from pipeline.settings import Settings
 from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
+from tests.bridge.bridge_helpers import SITE, bridge_settings, mqtt_peer, read_topic, running_bridge
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,7 @@ def test_alerts_reach_camera_and_all_alerts_topics(make_settings: Callable[..., 
                 got = [m.payload for m in sub.received(topics.camera(SITE, cam, Kind.ALERTS))]
                 assert got == [encode_alert(a) for a in alerts if a.cam == cam]  # per-camera order kept
             assert all(m.qos == 1 for m in sub.received())
-            assert bridge.metrics.counter("bridge_downlink_forwarded", kind="alert") == len(alerts)
+            assert bridge.metrics.counter("bridge_downlink_forwarded_total", kind="alert") == len(alerts)
     finally:
         producer.close()
 
@@ -82,7 +82,7 @@ def test_config_becomes_retained_and_bad_records_are_dead_lettered(
             producer.send(settings.kafka.config_topic, key=b"cam-7", value=bad_config)
             producer.flush()
             dead = read_topic(settings, settings.kafka.dead_letter_topic, min_count=2, settle_s=0.3)
-            assert wait_until(lambda: bridge.metrics.counter("bridge_downlink_forwarded", kind="config") == 1)
+            assert wait_until(lambda: bridge.metrics.counter("bridge_downlink_forwarded_total", kind="config") == 1)
         # Bridge stopped: a subscriber that comes later still gets the config (retained).
         with mqtt_peer(settings, topics.camera(SITE, "cam-7", Kind.CONFIG)) as edge:
             assert edge.wait_for(lambda msgs: len(msgs) >= 1, 5)

@@ -10,15 +10,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from bridge_helpers import (
-    SITE,
-    bridge_settings,
-    events_topic,
-    make_event,
-    mqtt_peer,
-    read_topic,
-    running_bridge,
-)
 
 from pipeline.local_stack.kafka_topics import ensure_topics
 from pipeline.local_stack.mosquitto import MosquittoProcess
@@ -29,6 +20,15 @@ from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, decode_event, encode_event
 from pipeline.settings import Settings
 from pipeline.testing import wait_until
+from tests.bridge.bridge_helpers import (
+    SITE,
+    bridge_settings,
+    events_topic,
+    make_event,
+    mqtt_peer,
+    read_topic,
+    running_bridge,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -132,10 +132,10 @@ def test_kafka_outage_holds_messages_in_mosquitto(
             assert wait_until(lambda: bridge.uplink.inflight == 20, 15), bridge.uplink.inflight
             time.sleep(2)  # and takes no more while Kafka stays silent
             assert bridge.uplink.inflight == 20
-            assert metrics.counter("bridge_uplink_produced") == 10
+            assert metrics.counter("bridge_uplink_produced_total") == 10
             # 10 + the window of 20; a loaded machine may see one MQTT reconnect, whose redelivery
             # of the window counts again. Without the window the bridge would have taken all 80.
-            assert 30 <= metrics.counter("bridge_uplink_received") <= 50
+            assert 30 <= metrics.counter("bridge_uplink_received_total") <= 50
         finally:
             kafka.resume()
         got = seqs_in_kafka(settings, 80, timeout_s=90)
@@ -181,7 +181,10 @@ def test_two_bridges_share_the_load(make_settings: Callable[..., Settings]) -> N
             for cam in cams:
                 edge.publish(events_topic(a, cam), encode_event(make_event(cam, seq, site=SITE)))
         got = seqs_in_kafka(a, n * len(cams))
-        share = (first.metrics.counter("bridge_uplink_produced"), second.metrics.counter("bridge_uplink_produced"))
+        share = (
+            first.metrics.counter("bridge_uplink_produced_total"),
+            second.metrics.counter("bridge_uplink_produced_total"),
+        )
     assert set(got) == {(cam, s) for s in range(n) for cam in cams}
     assert sum(share) == n * len(cams)
     assert min(share) > 0.2 * n * len(cams), f"load not split: {share}"

@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bridge_helpers import (
+
+from pipeline.operators.schema import Event, decode_acks, decode_event, encode_event
+from pipeline.settings import Settings
+from pipeline.testing import wait_until
+from pipeline.topics import Kind, Topics
+from tests.bridge.bridge_helpers import (
     SITE,
     bridge_settings,
     events_topic,
@@ -23,11 +28,6 @@ from bridge_helpers import (
     read_topic,
     running_bridge,
 )
-
-from pipeline.operators.schema import Event, decode_acks, decode_event, encode_event
-from pipeline.settings import Settings
-from pipeline.testing import wait_until
-from pipeline.topics import Kind, Topics
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +66,8 @@ def test_events_reach_kafka_in_order_with_key_and_headers(make_settings: Callabl
             assert len(partitions[cam]) == 1  # key -> one partition
             expected = list(range(per_cam + (5 if cam == "cam-1" else 0)))
             assert seqs[cam] == expected, f"{cam} out of order"
-        assert bridge.metrics.counter("bridge_uplink_produced") == total
-        assert bridge.metrics.counter("dead_letters") == 0
+        assert bridge.metrics.counter("bridge_uplink_produced_total") == total
+        assert bridge.metrics.counter("dead_letters_total") == 0
         assert wait_until(lambda: bridge.uplink.inflight == 0)
 
 
@@ -133,7 +133,7 @@ def test_rejects_go_to_dead_letter_and_bridge_keeps_forwarding(make_settings: Ca
         assert base64.b64decode(big["payload_b64"]) == b"x" * 512
         assert base64.b64decode(by_reason["not_json"]["payload_b64"]) == b"{not json"
         for reason in bad:
-            assert bridge.metrics.counter("dead_letters", reason=reason, source="mqtt") == 1
+            assert bridge.metrics.counter("dead_letters_total", reason=reason, source="mqtt") == 1
         assert wait_until(lambda: bridge.uplink.inflight == 0)  # rejects are acked to MQTT too
 
         def acked() -> set[int]:

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from kafka import KafkaConsumer, KafkaProducer
 
+from pipeline.cloud_stage.alerting import incident_alert_id
 from pipeline.cloud_stage.inference_client import InferenceClient
 from pipeline.cloud_stage.verification import centre_region, cloud_score, decode_crop, letterbox
 from pipeline.local_stack.pipeline_service import PipelineService
@@ -183,3 +184,13 @@ def read_topic(settings: Settings, topic: str, min_records: int = 1, timeout_s: 
             out.append(json.loads(msg.value))
     reader.close()
     return out
+
+
+RULE = {"id": "person-present", "kind": "presence", "labels": ["person"], "min_score": 0.5}
+
+
+def expected_id(events: list[Event]) -> str:
+    """Presence fires on the track's first event (its crop verifies it)."""
+    first = events[0]
+    return incident_alert_id("person-present", first.site, first.cam, f"person-present|{first.cam}|{first.track}",
+                             first.ts)  # fmt: skip

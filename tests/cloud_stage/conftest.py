@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cloud_stage_helpers import CloudWorker, Crops, find_crops
+
+from tests.cloud_stage.cloud_stage_helpers import CloudWorker, Crops, find_crops
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,7 @@ from pipeline.errors import ConfigError
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import CloudSettings, RuleSettings
+from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
 _seq = itertools.count()
@@ -40,14 +41,6 @@ def event(**kw: object) -> Event:
     )  # fmt: skip
     base.update(kw)
     return Event(**base)  # type: ignore[arg-type]
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 # --------------------------------------------------------------------------- escalation
@@ -120,7 +113,7 @@ def test_decode_crop_roundtrip_and_garbage() -> None:
 
 
 def test_circuit_breaker_state_machine() -> None:
-    clock = FakeClock()
+    clock = FakeClock(100.0)
     b = CircuitBreaker(failures=3, reset_s=5.0, clock=clock)
     assert b.state == "closed" and b.allow()
     b.record_failure()
@@ -132,15 +125,15 @@ def test_circuit_breaker_state_machine() -> None:
     b.record_failure()
     assert b.state == "open" and b.opened_count == 1
     assert not b.allow() and b.rejected_count == 1
-    clock.t += 4.9
+    clock.advance(4.9)
     assert not b.allow()
-    clock.t += 0.2
+    clock.advance(0.2)
     assert b.state == "half_open"
     assert b.allow()  # the one trial call
     assert not b.allow()  # others wait for its outcome
     b.record_failure()  # trial failed: open again, for a fresh reset period
     assert b.state == "open" and b.opened_count == 2
-    clock.t += 5.0
+    clock.advance(5.0)
     assert b.allow()
     b.record_success()
     assert b.state == "closed" and b.allow() and b.allow()
@@ -249,7 +242,7 @@ def test_poison_records_become_dead_letters() -> None:
     assert isinstance(rejected, Rejected) and rejected.reason == "not_utf8"
     rec = json.loads(dead_letter_record(rejected, "t.events", b"\xff\xfe", now_ms=5))
     assert rec == {"v": 1, "reason": "not_utf8", "detail": rejected.detail, "source": "kafka",
-                   "topic": "t.events", "ts": 5, "payload_b64": "//4="}  # fmt: skip
+                   "topic": "t.events", "ts": 5, "payload_b64": "//4=", "size": 2, "truncated": False}  # fmt: skip
 
 
 def test_track_state_without_track_ended_expires_after_the_ttl() -> None:

@@ -5,16 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pipeline.cloud_stage.offset_guard import GapReport, OffsetGuard
+from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 100.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def batch(guard: OffsetGuard, records: list[tuple[str, int]]) -> tuple[list[tuple[str, int]], GapReport]:
@@ -61,44 +54,44 @@ def test_the_seek_after_an_assignment_sets_where_the_partition_resumes() -> None
 
 
 def test_stale_records_right_after_a_rewind_do_not_use_up_the_rewinds() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     guard = OffsetGuard(max_rewinds=2, settle_s=1.0, clock=clock)
     guard.start({"p0": 0})
     _, report = batch(guard, [("p0", 5)])
     assert report.rewind_to == {"p0": 0}
     guard.rewound("p0")
-    clock.t += 0.2
+    clock.advance(0.2)
     live, report = batch(guard, [("p0", 6), ("p0", 7)])  # still draining the old fetch
     assert not live and not report.rewind_to
-    clock.t += 1.0
+    clock.advance(1.0)
     live, report = batch(guard, [("p0", 0), ("p0", 1)])
     assert len(live) == 2
 
 
 def test_a_gap_that_outlives_max_rewinds_is_accepted_and_reported() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     guard = OffsetGuard(max_rewinds=2, settle_s=1.0, clock=clock)
     guard.start({"p0": 0})
     for _ in range(2):  # e.g. retention deleted offsets 0..4: Kafka never has them again
         _, report = batch(guard, [("p0", 5)])
         assert report.rewind_to == {"p0": 0}
         guard.rewound("p0")
-        clock.t += 1.5
+        clock.advance(1.5)
     live, report = batch(guard, [("p0", 5), ("p0", 6)])
     assert live == [("p0", 5), ("p0", 6)]
     assert report.accepted == [("p0", 0, 5)] and guard.expected("p0") == 7
 
 
 def test_a_partition_with_records_waiting_and_no_progress_is_stalled() -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     guard = OffsetGuard(stall_s=10.0, clock=clock)
     guard.start({"p0": 40, "p1": 20, "p2": None})
     batch(guard, [("p0", 40), ("p1", 20)])
     guard.progressed("p0")
     guard.progressed("p1")
-    clock.t += 9.0
+    clock.advance(9.0)
     assert guard.stalled({"p0": 60, "p1": 21, "p2": 7}) == {}  # not long enough
-    clock.t += 2.0
+    clock.advance(2.0)
     # p0: 41..59 wait in Kafka; p1: caught up (highwater 21 = expected); p2: never saw a record
     assert guard.stalled({"p0": 60, "p1": 21, "p2": 7, "p3": None}) == {"p0": 41}
     guard.rewound("p0")
@@ -107,17 +100,17 @@ def test_a_partition_with_records_waiting_and_no_progress_is_stalled() -> None:
 
 def test_a_stall_that_rewinds_do_not_cure_is_given_up_after_max_rewinds() -> None:
     # e.g. Apache Kafka with a transaction marker last: highwater is one past the last record
-    clock = Clock()
+    clock = FakeClock(100.0)
     guard = OffsetGuard(max_rewinds=2, stall_s=10.0, clock=clock)
     guard.start({"p0": 8})
     for _ in range(2):
-        clock.t += 11.0
+        clock.advance(11.0)
         assert guard.stalled({"p0": 9}) == {"p0": 8}
         guard.rewound("p0")
-    clock.t += 11.0
+    clock.advance(11.0)
     assert guard.stalled({"p0": 9}) == {}
     batch(guard, [("p0", 8)])  # a record at last: the count starts again
-    clock.t += 11.0
+    clock.advance(11.0)
     assert guard.stalled({"p0": 10}) == {"p0": 9}
 
 

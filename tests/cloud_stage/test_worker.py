@@ -12,23 +12,24 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from cloud_stage_helpers import AlertReader, CloudWorker, Crops, produce, read_topic, track_events, worker_settings
 
-from pipeline.cloud_stage.alerting import incident_alert_id
 from pipeline.local_stack.model_server import ModelServerProcess
 from pipeline.local_stack.ports import free_port
-from pipeline.operators.schema import Event
 from pipeline.settings import REPO_ROOT, Settings
+from pipeline.testing import wait_until
+from tests.cloud_stage.cloud_stage_helpers import (
+    RULE,
+    AlertReader,
+    CloudWorker,
+    Crops,
+    expected_id,
+    produce,
+    read_topic,
+    track_events,
+    worker_settings,
+)
 
 pytestmark = pytest.mark.integration
-RULE = {"id": "person-present", "kind": "presence", "labels": ["person"], "min_score": 0.5}
-
-
-def expected_id(events: list[Event]) -> str:
-    """Presence fires on the track's first event (its crop verifies it)."""
-    first = events[0]
-    return incident_alert_id("person-present", first.site, first.cam, f"person-present|{first.cam}|{first.track}",
-                             first.ts)  # fmt: skip
 
 
 def test_alerts_dedupe_poison_and_restart(
@@ -151,11 +152,15 @@ def test_hold_policy_waits_for_the_model_instead_of_alerting_unverified(
         ms.stop()
         held = [track_events("cam-1", t, crops.people[t % len(crops.people)]) for t in (2, 3)]
         produce(s, [e for evs in held for e in evs])
-        time.sleep(6.0)
+
+        def holds() -> int:
+            with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as resp:
+                found = re.search(r"^pipeline_cloud_verification_holds_total (\d+)", resp.read().decode(), re.M)
+            return int(found.group(1)) if found else 0
+
+        # the held events have reached the verifier and waited on the model a few times (not a sleep)
+        assert wait_until(lambda: holds() >= 3, 60, 0.2), worker.log_tail(40)
         assert len(reader.alerts) == 1, "no alert while the model is down"
-        with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/metrics", timeout=5) as resp:
-            holds = re.search(r"^pipeline_cloud_verification_holds_total (\d+)", resp.read().decode(), re.M)
-        assert holds and int(holds.group(1)) >= 1
 
         ms.start()
         alerts = reader.wait_for(3, timeout_s=60, settle_s=1.0)

@@ -13,8 +13,17 @@ import time
 from pathlib import Path
 
 import pytest
-from cloud_stage_helpers import AlertReader, CloudWorker, Crops, produce, track_events, worker_settings
-from test_worker import RULE, expected_id
+
+from tests.cloud_stage.cloud_stage_helpers import (
+    RULE,
+    AlertReader,
+    CloudWorker,
+    Crops,
+    expected_id,
+    produce,
+    track_events,
+    worker_settings,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -14,7 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from compose_helpers import (
+
+from pipeline.local_stack.ports import free_port
+from pipeline.settings import REPO_ROOT
+from tests.compose.compose_helpers import (
     EDGE_IMAGE,
     LOCAL_IMAGES,
     PYTHON_BASE,
@@ -25,9 +28,6 @@ from compose_helpers import (
     run,
     wait_for,
 )
-
-from pipeline.local_stack.ports import free_port
-from pipeline.settings import REPO_ROOT
 
 BUILD_ENV = {"WHEELHOUSE_ONLY": "true", "LOCAL_PYTHON_IMAGE": PYTHON_BASE}
 

@@ -21,7 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from compose_helpers import (
+
+from pipeline.operators.schema import Event
+from pipeline.settings import SAMPLE_CLIP, CloudSettings
+from pipeline.testing import expected_presence_alerts
+from tests.compose.compose_helpers import (
     EDGE_IMAGE,
     MODEL_STATUS,
     PROJECT_IMAGE,
@@ -31,10 +35,6 @@ from compose_helpers import (
     run,
     wait_for,
 )
-
-from pipeline.operators.schema import Event
-from pipeline.settings import SAMPLE_CLIP, CloudSettings
-from pipeline.testing import expected_presence_alerts
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(3600)]
 

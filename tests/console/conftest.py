@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from console_helpers import CAM, PASSWORDS, SITE, ConsoleStack, ScriptedNode
 
 from pipeline.console.app import build_app
 from pipeline.console.auth import hash_password
@@ -36,6 +35,7 @@ from pipeline.local_stack.tansu import TansuProcess
 from pipeline.metrics import Registry
 from pipeline.settings import RuleSettings, Settings
 from pipeline.testing import wait_until
+from tests.console.console_helpers import CAM, PASSWORDS, SITE, ConsoleStack, ScriptedNode
 
 
 def console_settings(mqtt: MosquittoProcess, kafka: TansuProcess, run_dir: Path) -> Settings:

@@ -21,7 +21,6 @@ from typing import Any
 
 import cv2
 import pytest
-from console_helpers import CAM, PASSWORDS, SITE, ConsoleStack, crossing_boxes, node_payload
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
@@ -29,6 +28,7 @@ from selenium.webdriver.support.ui import Select
 from pipeline.settings import SAMPLE_CLIP
 from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
+from tests.console.console_helpers import CAM, PASSWORDS, SITE, ConsoleStack, crossing_boxes, node_payload
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 Driver = Any

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from deploy_helpers import load_compose, read_env_file
+
+from tests.deploy.deploy_helpers import load_compose, read_env_file
 
 
 @pytest.fixture(scope="session")

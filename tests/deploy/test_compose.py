@@ -16,7 +16,9 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from deploy_helpers import (
+
+from pipeline.settings import REPO_ROOT
+from tests.deploy.deploy_helpers import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     KAFKA_OVERRIDE,
@@ -26,8 +28,6 @@ from deploy_helpers import (
     load_compose,
     service_environment,
 )
-
-from pipeline.settings import REPO_ROOT
 
 SCHEMA = REPO_ROOT / "deploy" / "compose-spec" / "compose_spec.json"
 ONE_SHOT = ("mosquitto-passwd", "kafka-init")

@@ -10,6 +10,7 @@ container network would resolve them to.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import subprocess
@@ -17,18 +18,28 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
-from deploy_helpers import PROJECT_SERVICES, service_environment
 
 from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.kafka_topics import ensure_topics
 from pipeline.local_stack.ports import free_port
 from pipeline.settings import REPO_ROOT, KafkaSettings
+from tests.deploy.deploy_helpers import PROJECT_SERVICES, service_environment
 
-sys.path.insert(0, str(REPO_ROOT / "deploy"))
-import healthcheck  # deploy/healthcheck.py: the probe the compose health checks run
+
+def _load_healthcheck() -> ModuleType:
+    """deploy/healthcheck.py, the probe the compose health checks run: a script, not a package."""
+    spec = importlib.util.spec_from_file_location("healthcheck", REPO_ROOT / "deploy" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+healthcheck = _load_healthcheck()
 
 # What the image adds to the compose environment (Dockerfile ENV, deploy/docker-entrypoint.sh).
 IMAGE_ENV_KEYS = ("PIPELINE_CLOUD__DATA_DIR", "PIPELINE_LOCAL__RUN_DIR", "PIPELINE_BRIDGE__CLIENT_ID")
@@ -125,7 +136,7 @@ def _local_environment(
     env["PIPELINE_CLOUD__APP_ID"] = f"d{run_id}-cloud"
     for kind in ("EVENTS", "ALERTS", "CONFIG", "DEAD_LETTER"):
         env[f"PIPELINE_KAFKA__{kind}_TOPIC"] = f"d{run_id}.{kind.lower()}"
-    # The local stack's consumer-group timeouts (FACTS.md: a group joins in ~4 s, not ~30 s).
+    # The local stack's consumer-group timeouts (docs/dependencies.md: a group joins in ~4 s, not ~30 s).
     env["PIPELINE_KAFKA__FAST_GROUP_JOIN"] = "true"
     return env, health
 

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edge_helpers import Collector, MakeEdgeSettings, edge_settings_for
 
 from pipeline.settings import SAMPLE_CLIP, Settings
 from pipeline.testing import cut_clip
+from tests.edge_stage.edge_helpers import Collector, MakeEdgeSettings, edge_settings_for
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -10,7 +11,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from edge_helpers import Collector, edge_settings_for
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -22,7 +22,9 @@ from pipeline.metrics import Registry
 from pipeline.operators.schema import Acks, encode_acks
 from pipeline.operators.tracking import Track
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
+from tests.edge_stage.edge_helpers import Collector, edge_settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -65,13 +67,15 @@ class PersistentCollector(Collector):
             protocol=mqtt.MQTTv5,
         )
         self.client.reconnect_delay_set(0.2, 1)
+        subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{m.topic_prefix}/+/+/events", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         self.client.on_message = self._on_message
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = 300
         self.client.connect(m.host, m.port, clean_start=False, properties=props)
         self.client.loop_start()
-        time.sleep(0.3)
+        assert subscribed.wait(10), "collector did not subscribe"
         return self
 
 
@@ -92,7 +96,8 @@ def test_broker_outage_events_wait_on_disk_then_drain_in_order(
             broker.stop()
             assert collector.wait_for(lambda: not pub.connected, 10)
             _append(ob, settings, 20, pub)
-            time.sleep(0.5)
+            passes = pub.passes
+            assert wait_until(lambda: pub.passes >= passes + 3, 10), "the publisher loop ran meanwhile"
             assert ob.depth() == 20 and ob.unsent() == 20, "while disconnected, events wait on disk"
             broker.restart()
             assert collector.wait_for(lambda: ob.depth() == 0, 30), f"left {ob.depth()}"
@@ -140,8 +145,9 @@ def test_unacked_events_are_replayed_until_acked(
             topic = Topics(settings.mqtt.topic_prefix).camera("s1", "cam-1", Kind.ACKS)
             collector.publish(topic, encode_acks(Acks(cam="cam-1", ranges=((1, 3),))))
             assert collector.wait_for(lambda: ob.depth() == 0, 10), "acks delete rows"
-            n = len(_seqs(collector))
-            time.sleep(1.2)
+            n, acked, passes = len(_seqs(collector)), time.monotonic(), pub.passes
+            # a replay would come ack_timeout_s (0.5 s) after a send: wait two of them and a loop pass
+            assert wait_until(lambda: time.monotonic() - acked > 1.0 and pub.passes > passes + 1, 10)
             assert len(_seqs(collector)) == n, "no replay after the ack"
         finally:
             pub.stop()

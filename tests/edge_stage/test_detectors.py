@@ -5,13 +5,13 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
-from edge_helpers import needs_centernet, needs_clip
 
 from pipeline.edge_stage.detectors.base import Detector
 from pipeline.edge_stage.detectors.hog import HogPersonDetector
 from pipeline.edge_stage.detectors.mediapipe_extras import FaceDetector, PersonExtras
 from pipeline.operators.tracking import Tracker
 from pipeline.settings import SAMPLE_CLIP
+from tests.edge_stage.edge_helpers import needs_centernet, needs_clip
 
 pytestmark = [pytest.mark.unit, needs_clip]
 

@@ -20,7 +20,8 @@ from pipeline.edge_stage.outbox import Outbox
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected, decode_event, encode_event
 from pipeline.operators.tracking import Track
-from pipeline.settings import CameraSettings
+from pipeline.settings import SAMPLE_CLIP, CameraSettings
+from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -226,26 +227,26 @@ def test_outbox_seq_survives_restart_and_acks_delete(tmp_path: Path) -> None:
 
 
 def test_outbox_replays_unacked_after_timeout(tmp_path: Path) -> None:
-    now = [1000.0]
-    with Outbox(tmp_path / "ob.sqlite", clock=lambda: now[0]) as ob:
+    clock = FakeClock(1000.0)
+    with Outbox(tmp_path / "ob.sqlite", clock=clock) as ob:
         ob.append(_ev(), "t")
         rows = ob.due(5.0, 10)
         ob.mark_sent(r.rid for r in rows)
         assert ob.due(5.0, 10) == []
-        now[0] += 6
+        clock.advance(6)
         again = ob.due(5.0, 10)
         assert [r.seq for r in again] == [1] and again[0].attempts == 1
 
 
 def test_outbox_caps_drop_oldest_and_count(tmp_path: Path) -> None:
-    now = [1000.0]
+    clock = FakeClock(1000.0)
     m = Registry()
-    with Outbox(tmp_path / "ob.sqlite", max_events=10, max_age_s=60, metrics=m, clock=lambda: now[0]) as ob:
+    with Outbox(tmp_path / "ob.sqlite", max_events=10, max_age_s=60, metrics=m, clock=clock) as ob:
         for _ in range(15):
             ob.append(_ev(), "t")
         assert ob.depth() == 10 and ob.seqs("cam-1")[0] == 6
         assert m.counter("outbox_dropped_total", why="count") == 5
-        now[0] += 61
+        clock.advance(61)
         ob.append(_ev(), "t")
         assert m.counter("outbox_dropped_total", why="count") == 6  # the 16th pushed one more out
         assert ob.expire() == 9
@@ -274,3 +275,18 @@ def test_config_apply_stale_and_invalid() -> None:
     assert parse_config(_cfg(6, {"source": "other"}), "s1", cam, 0).reason == "not_live"  # type: ignore[union-attr]
     assert parse_config(_cfg(6, {}, cam="cam-2"), "s1", cam, 0).reason == "wrong_camera"  # type: ignore[union-attr]
     assert isinstance(parse_config(b"{not json", "s1", cam, 0), Rejected)
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def test_a_missing_source_file_on_the_command_line_fails_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+    from pipeline.edge_stage.command import check_sources
+
+    typo = tmp_path / "no-such-clip.mp4"
+    assert main(["edge", "--source", str(typo)]) == 2
+    assert f"no such file: {typo}" in capsys.readouterr().err
+    check_sources(["0", "rtsp://camera.local/stream", str(SAMPLE_CLIP)])  # devices and URLs may come later

@@ -15,8 +15,6 @@ from typing import Any
 import cv2
 import numpy as np
 import pytest
-from edge_helpers import Collector
-from mjpeg_stream import MjpegCamera
 
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.ports import free_port
@@ -24,6 +22,8 @@ from pipeline.operators.schema import encode_event
 from pipeline.settings import Settings
 from pipeline.testing import cut_clip
 from pipeline.topics import Kind, Topics
+from tests.edge_stage.edge_helpers import Collector
+from tests.edge_stage.mjpeg_stream import MjpegCamera
 
 pytestmark = pytest.mark.integration
 

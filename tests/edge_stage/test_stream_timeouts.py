@@ -11,12 +11,12 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from mjpeg_stream import MjpegCamera
 
 from pipeline.edge_stage.capture import Backoff, Capture, SourceState
 from pipeline.local_stack.ports import free_port
 from pipeline.metrics import Registry
 from pipeline.testing import wait_until
+from tests.edge_stage.mjpeg_stream import MjpegCamera
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from history_helpers import crop_jpeg, make_alert, produce, read_all, started_event
 
 from pipeline.history.consumer import HistoryConsumer
 from pipeline.history.store import AlertQuery, HistoryStore
@@ -20,6 +19,7 @@ from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
 from pipeline.testing import wait_until
+from tests.history.history_helpers import crop_jpeg, make_alert, produce, read_all, started_event
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -45,14 +45,14 @@ def test_redelivered_alerts_stored_once_and_bad_records_dead_lettered(
     thread = threading.Thread(target=consumer.run, args=(stop,), daemon=True)
     thread.start()
     try:
-        assert wait_until(lambda: metrics.counter("dead_letters") >= 2 and store.count(AlertQuery()) >= 30
+        assert wait_until(lambda: metrics.counter("dead_letters_total") >= 2 and store.count(AlertQuery()) >= 30
                           and metrics.counter("history_crops_stored_total") >= 3, 60), metrics.snapshot()  # fmt: skip
         assert store.count(AlertQuery()) == 30
         assert {r.alert.id for r in store.search(AlertQuery(limit=100))} == {a.id for a in alerts}
         assert metrics.counter("history_alerts_duplicate_total") == 30
         assert store.get(alerts[0].id).has_crop and not store.get(alerts[5].id).has_crop  # type: ignore[union-attr]
-        assert metrics.counter("dead_letters", reason="not_json", source="kafka") == 1
-        assert metrics.counter("dead_letters", reason="missing_field", source="kafka") == 1
+        assert metrics.counter("dead_letters_total", reason="not_json", source="kafka") == 1
+        assert metrics.counter("dead_letters_total", reason="missing_field", source="kafka") == 1
         dead = [json.loads(v) for v in read_all(settings, settings.kafka.dead_letter_topic)]
         assert sorted(d["reason"] for d in dead) == ["missing_field", "not_json"]
         assert all(d["source"] == "kafka" and d["topic"] == settings.kafka.alerts_topic for d in dead)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from history_helpers import crop_jpeg, make_alert
 
 from pipeline.history.crops import prepare_crop
 from pipeline.history.migrations import LATEST_VERSION
 from pipeline.history.store import AlertQuery, HistoryStore, StoredAlert, TrackCrop
+from tests.history.history_helpers import crop_jpeg, make_alert
 
 pytestmark = pytest.mark.integration
 

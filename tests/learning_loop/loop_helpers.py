@@ -18,7 +18,6 @@ from pipeline.edge_stage.detectors.tflite_centernet import MODELS_DIR
 from pipeline.model_registry.registry import ModelRegistry
 from pipeline.operators.schema import Acks, Event, decode_event, encode_acks
 from pipeline.settings import Settings
-from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
 
 INT8 = MODELS_DIR / "centernet_int8.tflite"
@@ -36,10 +35,6 @@ def registry_with_versions(root: Path) -> ModelRegistry:
     shutil.copyfile(FP32, work / "centernet_fp32.tflite")
     reg.add(work / "centernet_fp32.tflite", "centernet", "3")
     return reg
-
-
-def wait_for(pred: Callable[[], bool], timeout: float = 30.0, every: float = 0.1) -> bool:
-    return wait_until(pred, timeout, every)
 
 
 class Listener:

@@ -13,7 +13,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from loop_helpers import Listener, wait_for
 
 from pipeline.cli import main as cli_main
 from pipeline.edge_stage.runner import run_edge
@@ -22,6 +21,8 @@ from pipeline.hard_examples.selection import sampled
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.local_stack.ports import free_port
 from pipeline.operators.schema import encode_event
+from pipeline.testing import wait_until
+from tests.learning_loop.loop_helpers import Listener
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 RATE = 0.5
@@ -62,7 +63,7 @@ def test_disagreements_become_a_dataset_and_a_report(
             return len(load_records(dataset)) if (dataset / "labels").is_dir() else 0
 
         # every crop-carrying event is escalated; wait until the dataset stops growing
-        assert wait_for(lambda: recorded() > 0, 90), worker.log_tail(40)
+        assert wait_until(lambda: recorded() > 0, 90), worker.log_tail(40)
         last, still = -1, 0
         while still < 6:
             time.sleep(0.5)

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from loop_helpers import DEFAULT_INT8_TAG, INT8, registry_with_versions
 from pydantic import SecretStr
 
 from pipeline.cloud_stage.verification import CropDetection, Verdict
@@ -19,6 +18,7 @@ from pipeline.edge_stage.model_download import ModelStore, file_sha256
 from pipeline.edge_stage.model_swap import CameraModels, smoke_test, synthetic_frame
 from pipeline.errors import ConfigError
 from pipeline.hard_examples.selection import sampled, select
+from pipeline.local_stack.ports import free_port
 from pipeline.model_registry.command import publish_records
 from pipeline.model_registry.file_server import RegistryServer
 from pipeline.model_registry.registry import ModelRegistry, model_ref
@@ -27,6 +27,7 @@ from pipeline.model_signing import signed
 from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import EdgeSettings, Settings
 from pipeline.testing import wait_until
+from tests.learning_loop.loop_helpers import DEFAULT_INT8_TAG, INT8, registry_with_versions
 
 pytestmark = pytest.mark.unit
 
@@ -111,6 +112,12 @@ def test_store_resumes_and_rejects(served: tuple[ModelRegistry, RegistryServer],
     assert isinstance(got, Rejected) and got.reason == "download_failed" and "404" in got.detail
     newer = ref.model_copy(update={"version": "8", "min_edge_version": "99.0"})
     assert isinstance(r := store.fetch(newer), Rejected) and r.reason == "edge_too_old"
+    # nothing listens there: each attempt is transient, retried, then one clear rejection
+    down = ref.model_copy(update={"version": "9", "url": f"http://127.0.0.1:{free_port()}/x.tflite"})
+    two = ModelStore(EdgeSettings(model_dir=tmp_path / "m3", model_download_attempts=2))
+    got = two.fetch(down)
+    assert isinstance(got, Rejected) and got.reason == "download_failed"
+    assert got.detail.startswith("2 attempts: URLError"), got.detail
 
 
 def test_signed_references_only_when_a_key_is_set(served: tuple[ModelRegistry, RegistryServer], tmp_path: Path) -> None:

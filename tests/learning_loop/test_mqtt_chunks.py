@@ -16,7 +16,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from loop_helpers import DEFAULT_INT8_TAG, FP32, INT8, Listener, registry_with_versions, wait_for
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr, ValidationError
 
@@ -42,7 +41,9 @@ from pipeline.operators.chunk_codec import (
 )
 from pipeline.operators.schema import Rejected
 from pipeline.settings import EdgeSettings, ModelRef, MqttSettings, Settings
+from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
+from tests.learning_loop.loop_helpers import DEFAULT_INT8_TAG, FP32, INT8, Listener, registry_with_versions
 
 # ----------------------------------------------------------------------------- codec (unit)
 
@@ -176,15 +177,20 @@ def test_pushed_version_downloads_byte_for_byte_and_clears(
     assert clear_chunks(mq, "centernet", "3", v3.size) == 1 + 63
     assert retained_manifest(mq, "centernet", "3") is None
     seen: list[str] = []
+    marker = f"{mq.topic_prefix}/probe/{uuid.uuid4().hex[:6]}"
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
     c.on_message = lambda cl, u, msg: seen.append(msg.topic)
     c.connect(mq.host, mq.port)
-    c.subscribe(Topics(mq.topic_prefix).model_chunks("centernet", "3"), qos=1)
     c.loop_start()
-    threading.Event().wait(1.0)
+    c.subscribe(Topics(mq.topic_prefix).model_chunks("centernet", "3"), qos=1)
+    c.subscribe(marker, qos=1)
+    # The broker sends a subscription's retained messages before it handles our later publish:
+    # once the marker is back, any chunk still retained would have arrived before it.
+    c.publish(marker, b"end", qos=1)
+    assert wait_until(lambda: marker in seen, 10), "the probe's own marker came back"
     c.disconnect()
     c.loop_stop()
-    assert seen == [], "the broker still keeps chunks of a cleared version"
+    assert seen == [marker], "the broker still keeps chunks of a cleared version"
 
 
 class StopsAfter(ModelStore):
@@ -319,21 +325,21 @@ def test_live_camera_refuses_a_bad_chunk_then_swaps_over_mqtt(
     edge = threading.Thread(target=run_edge, args=(s, stop), daemon=True)
     try:
         edge.start()
-        assert wait_for(lambda: bool(listener.cam_events("cam-1")), 90)
+        assert wait_until(lambda: bool(listener.cam_events("cam-1")), 90)
         ((_, record),) = publish_records(s, "s1", "centernet", "4", cameras=["cam-1"])
         publish(mq, [(config_topic, record)])
-        assert wait_for(lambda: listener.any_status("cam-1", rejected("centernet@4", "chunk_mismatch")), 60), (
+        assert wait_until(lambda: listener.any_status("cam-1", rejected("centernet@4", "chunk_mismatch")), 60), (
             listener.status("cam-1"))  # fmt: skip
         n = len(listener.cam_events("cam-1"))
-        assert wait_for(lambda: len(listener.cam_events("cam-1")) > n + 2, 30)  # the old model keeps running
+        assert wait_until(lambda: len(listener.cam_events("cam-1")) > n + 2, 30)  # the old model keeps running
         assert {e.det for e in listener.cam_events("cam-1")} == {DEFAULT_INT8_TAG}
         assert listener.status("cam-1")["metrics"]["model_update"] == "rejected"
 
         ((_, record),) = publish_records(s, "s1", "centernet", "2", cameras=["cam-1"])
         publish(mq, [(config_topic, record)])
-        assert wait_for(lambda: listener.status("cam-1").get("model") == "centernet@2", 60), listener.status("cam-1")
+        assert wait_until(lambda: listener.status("cam-1").get("model") == "centernet@2", 60), listener.status("cam-1")
         n = len(listener.cam_events("cam-1"))
-        assert wait_for(lambda: any(e.det == "centernet@2" for e in listener.cam_events("cam-1")[n:]), 30)
+        assert wait_until(lambda: any(e.det == "centernet@2" for e in listener.cam_events("cam-1")[n:]), 30)
         assert (tmp_path / "edge-models" / f"centernet-2-{registry.get('centernet', '2').sha256[:16]}.tflite").is_file()
     finally:
         stop.set()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from loop_helpers import DEFAULT_INT8_TAG, Listener, registry_with_versions, wait_for
 
 from pipeline.bridge.service import Bridge, require_producer
 from pipeline.cloud_stage.command import config_record, produce_configs
@@ -20,6 +19,8 @@ from pipeline.model_registry.command import publish_records
 from pipeline.model_registry.file_server import RegistryServer
 from pipeline.model_registry.registry import model_ref
 from pipeline.model_registry.rollout import model_config
+from pipeline.testing import wait_until
+from tests.learning_loop.loop_helpers import DEFAULT_INT8_TAG, Listener, registry_with_versions
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -60,14 +61,14 @@ def test_rollout_reject_and_rollback(make_settings: object, loop_clip: Path, tmp
         try:
             assert bridge.wait_ready(60), "bridge not ready"
             edge.start()
-            assert wait_for(lambda: all(listener.cam_events(c) for c in ("cam-1", "cam-2")), 90)
+            assert wait_until(lambda: all(listener.cam_events(c) for c in ("cam-1", "cam-2")), 90)
             assert {e.det for e in listener.events} == {DEFAULT_INT8_TAG}
 
             # 1. staged rollout: centernet@2 to cam-2 only, through Kafka and the bridge
             produce_configs(s, publish_records(s, "s1", "centernet", "2", cameras=["cam-2"]))
-            assert wait_for(lambda: listener.status("cam-2").get("model") == "centernet@2", 60)
+            assert wait_until(lambda: listener.status("cam-2").get("model") == "centernet@2", 60)
             n2 = len(listener.cam_events("cam-2"))
-            assert wait_for(lambda: any(e.det == "centernet@2" for e in listener.cam_events("cam-2")[n2:]), 30)
+            assert wait_until(lambda: any(e.det == "centernet@2" for e in listener.cam_events("cam-2")[n2:]), 30)
             dets2 = [e.det for e in listener.cam_events("cam-2")]
             first_new = dets2.index("centernet@2")
             assert set(dets2[first_new:]) == {"centernet@2"}  # swapped between frames, never back
@@ -76,13 +77,13 @@ def test_rollout_reject_and_rollback(make_settings: object, loop_clip: Path, tmp
             # 2. cam-1: a wrong checksum, a corrupted download, a file that is no model: all refused
             bad_sum = model_ref(reg.get("centernet", "3"), server.url).model_copy(update={"sha256": "ab" * 32})
             produce_configs(s, [("cam-1", config_record("s1", "cam-1", model_config(bad_sum)))])
-            assert wait_for(lambda: listener.any_status("cam-1", rejected("centernet@3", "checksum_mismatch")), 60)
+            assert wait_until(lambda: listener.any_status("cam-1", rejected("centernet@3", "checksum_mismatch")), 60)
             for version, reason in (("4", "checksum_mismatch"), ("5", "load_failed")):
                 produce_configs(s, publish_records(s, "s1", "centernet", version, cameras=["cam-1"]))
                 seen = rejected(f"centernet@{version}", reason)
-                assert wait_for(lambda: listener.any_status("cam-1", seen), 60), listener.status("cam-1")  # noqa: B023
+                assert wait_until(lambda: listener.any_status("cam-1", seen), 60), listener.status("cam-1")  # noqa: B023
             n1 = len(listener.cam_events("cam-1"))
-            assert wait_for(lambda: len(listener.cam_events("cam-1")) > n1 + 2, 30)  # the old model keeps running
+            assert wait_until(lambda: len(listener.cam_events("cam-1")) > n1 + 2, 30)  # the old model keeps running
             assert {e.det for e in listener.cam_events("cam-1")} == {DEFAULT_INT8_TAG}
             assert listener.status("cam-1")["model"] == DEFAULT_INT8_TAG
             assert listener.status("cam-1")["metrics"]["model_update"] == "rejected"
@@ -91,12 +92,12 @@ def test_rollout_reject_and_rollback(make_settings: object, loop_clip: Path, tmp
             # 3. rollback: cam-2 back to its packaged model (still loaded), then to centernet@2 again
             #    (its file still on the node: no second download)
             produce_configs(s, publish_records(s, "s1", None, None, cameras=["cam-2"], default=True))
-            assert wait_for(lambda: listener.status("cam-2").get("model") == DEFAULT_INT8_TAG, 60)
+            assert wait_until(lambda: listener.status("cam-2").get("model") == DEFAULT_INT8_TAG, 60)
             n2 = len(listener.cam_events("cam-2"))
-            assert wait_for(lambda: any(e.det == DEFAULT_INT8_TAG for e in listener.cam_events("cam-2")[n2:]), 30)
+            assert wait_until(lambda: any(e.det == DEFAULT_INT8_TAG for e in listener.cam_events("cam-2")[n2:]), 30)
             downloads = [p for p, _ in server.requests if "/centernet/2/" in p]
             produce_configs(s, publish_records(s, "s1", "centernet", "2", cameras=["cam-2"]))
-            assert wait_for(lambda: listener.status("cam-2").get("model") == "centernet@2", 60)
+            assert wait_until(lambda: listener.status("cam-2").get("model") == "centernet@2", 60)
             assert [p for p, _ in server.requests if "/centernet/2/" in p] == downloads == downloads[:1]
             assert {e.det for e in listener.cam_events("cam-1")} == {DEFAULT_INT8_TAG}  # cam-1 untouched
         finally:

@@ -18,6 +18,7 @@ from pipeline.local_stack.mosquitto import MosquittoProcess, write_password_file
 from pipeline.local_stack.ports import free_port, port_open
 from pipeline.local_stack.tansu import TansuProcess
 from pipeline.settings import Settings
+from pipeline.testing import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,13 +40,6 @@ def _collect(client: mqtt.Client, topic: str, qos: int = 1) -> tuple[list[bytes]
     return got, subscribed
 
 
-def _wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
 def test_mosquitto_qos1_round_trip(mqtt_broker: MosquittoProcess, make_settings: Callable[..., Settings]) -> None:
     topic = f"{make_settings().mqtt.topic_prefix}/s/c/events"
     sub, pub = _client(mqtt_broker), _client(mqtt_broker)
@@ -54,7 +48,7 @@ def test_mosquitto_qos1_round_trip(mqtt_broker: MosquittoProcess, make_settings:
         infos = [pub.publish(topic, f"m{i}".encode(), qos=1) for i in range(50)]
         for info in infos:
             info.wait_for_publish(5)
-        _wait_for(lambda: len(got) == 50)
+        assert wait_until(lambda: len(got) == 50)
         assert got == [f"m{i}".encode() for i in range(50)]
     finally:
         for c in (sub, pub):
@@ -97,7 +91,7 @@ def test_mosquitto_persists_retained_across_clean_restart(make_mqtt_broker: Call
     sub = _client(broker)
     try:
         got, _ = _collect(sub, "r/status")
-        _wait_for(lambda: got == [b"online"])
+        assert wait_until(lambda: got == [b"online"])
     finally:
         sub.loop_stop()
         sub.disconnect()

@@ -8,9 +8,10 @@ pytestmark = pytest.mark.unit
 
 
 def test_fake_clock_moves_only_when_told() -> None:
-    c = FakeClock(1000)
-    assert c.now_ms() == 1000 and c.now_s() == 1.0
-    assert c.advance(250) == 1250 == c.now_ms()
+    c = FakeClock(1.0)
+    assert c() == 1.0 and c.now_ms() == 1000
+    assert c.advance(0.25) == 1.25 == c()
+    assert c.now_ms() == 1250
     with pytest.raises(ValueError):
         c.advance(-1)
 

@@ -18,7 +18,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
-from security_helpers import Pki, acl_for, make_pki
 
 from pipeline.bridge.service import Bridge, require_producer
 from pipeline.chaos.rig import read_events
@@ -32,6 +31,7 @@ from pipeline.metrics import Registry
 from pipeline.operators.schema import encode_event
 from pipeline.settings import Settings
 from pipeline.testing import wait_until
+from tests.security.security_helpers import Pki, acl_for, make_pki
 
 pytestmark = pytest.mark.integration
 
