@@ -11,7 +11,7 @@
 #   MQTT_EDGE_USERS        optional  space-separated node:password pairs, one per camera node
 #                                    (the node's user name is its edge.node_id; see ./acl)
 # Output: $1 (default /mosquitto/auth/passwd), mode 0600, hashed (PBKDF2-SHA512), plus
-# healthcheck.pw next to it: a random password of user "healthcheck" for the container's
+# healthcheck.pw next to it: a random password of user "healthcheck" (made once, then reused) for the container's
 # health check. Passwords never appear on a command line: the file is written in plain text
 # with umask 077 and hashed in place (mosquitto_passwd -U).
 set -eu
@@ -41,7 +41,14 @@ if [ -n "${MQTT_CONSOLE_PASSWORD:-}" ]; then add_user console "$MQTT_CONSOLE_PAS
 for pair in ${MQTT_EDGE_USERS:-}; do
   add_user "${pair%%:*}" "${pair#*:}"
 done
-health=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+# Kept across runs: `docker compose up` starts this one-shot job again (e.g. when scaling), and a
+# new password here would not match the file the running broker loaded -> health check refused
+# (seen in tests/compose). The users from .env keep theirs as long as .env does.
+if [ -s "$dir/healthcheck.pw" ]; then
+  health=$(cat "$dir/healthcheck.pw")
+else
+  health=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+fi
 add_user healthcheck "$health"
 
 mosquitto_passwd -U "$tmp"

@@ -81,7 +81,8 @@ def project(build_times: dict[str, float], tmp_path_factory: pytest.TempPathFact
     try:
         yield proj
     finally:
-        print(f"compose logs: {proj.save_logs()}")
+        if proj.containers():
+            print(f"compose logs: {proj.save_logs()}")
         proj.compose("down", "-v", "--remove-orphans", "--timeout", "30")
 
 

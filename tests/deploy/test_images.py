@@ -42,8 +42,10 @@ def test_image_is_multi_stage_non_root_with_one_extra(name: str, extra: str) -> 
     stages = re.findall(r"^FROM\s+\S+(?:\s+AS\s+(\S+))?", text, re.M)
     assert len(stages) >= 2, "multi-stage: a build stage and a runtime stage"
     assert re.search(r"^COPY --from=build ", text, re.M)
-    installs = re.findall(r"""pip install ["']?\.\[([a-z,]+)\]""", text)
+    # Dependencies: the base list + one extra's, read from pyproject.toml; then the project with --no-deps.
+    installs = re.findall(r"""\['optional-dependencies'\]\['([a-z]+)'\]""", text)
     assert installs == [extra], f"{name} installs extras {installs}, expected only [{extra}]"
+    assert "p['dependencies'] + " in text and re.search(r"pip install .*--no-deps", text)
     users = re.findall(r"^USER\s+(\S+)", text, re.M)
     assert users and users[-1].split(":")[0] not in ("root", "0")
     assert not re.search(r"^(ENV|ARG)\s+.*(PASSWORD|SECRET|TOKEN)", text, re.M | re.I), "no secret in an image"

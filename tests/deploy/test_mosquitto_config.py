@@ -135,6 +135,25 @@ def test_make_passwd_refuses_a_missing_bridge_password(tmp_path: Path) -> None:
     assert not (tmp_path / "passwd").exists()
 
 
+@pytest.mark.integration
+def test_make_passwd_run_again_keeps_the_healthcheck_password(tmp_path: Path) -> None:
+    """`docker compose up` (scaling, say) starts the one-shot job again while the broker keeps the
+    users it loaded: a new health-check password would make the broker refuse its own health check
+    (found by tests/compose)."""
+    if shutil.which("mosquitto_passwd") is None:
+        pytest.skip("mosquitto_passwd not installed (apt-get install mosquitto)")
+    env = {"PATH": os.environ["PATH"], "MQTT_BRIDGE_PASSWORD": "b"}
+    make = lambda: subprocess.run(  # noqa: E731
+        ["sh", str(MOSQ / "make-passwd.sh"), str(tmp_path / "passwd")],
+        env=env, capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    make()
+    first = (tmp_path / "healthcheck.pw").read_text()
+    make()
+    assert len(first) == 48 and (tmp_path / "healthcheck.pw").read_text() == first
+    assert "healthcheck:" in (tmp_path / "passwd").read_text()
+
+
 @pytest.mark.unit
 def test_acl_covers_the_example_edge_node() -> None:
     from pipeline.settings import load_settings
