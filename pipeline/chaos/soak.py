@@ -304,8 +304,7 @@ def format_report(r: SoakResult) -> str:
         f"{r.drain_s} |",
         "",
         "drain: from every component back after the last fault to every event acknowledged and every alert in",
-        "faults lived through per event: "
-        + ", ".join(f"{k}: {v}" for k, v in sorted(r.lived_through.items())),
+        "faults lived through per event (faults: events): " + _buckets(r.lived_through),
     ]  # fmt: skip
     if r.missing_events:
         lines.append(f"MISSING events ({len(r.missing_events)}): {r.missing_events[:20]}")
@@ -313,6 +312,16 @@ def format_report(r: SoakResult) -> str:
         lines.append(f"MISSING alerts ({len(r.missing_alerts)}): {r.missing_alerts[:20]}")
     lines.append("PASS: nothing lost" if r.ok else "FAIL")
     return "\n".join(lines)
+
+
+def _buckets(hist: Counter[int]) -> str:
+    """0, 1, 2-3, 4-7, ... (powers of two): a long run has events that lived through 90 faults."""
+    out: dict[str, int] = {}
+    for faults, n in sorted(hist.items()):
+        lo = 0 if faults == 0 else 1 << (faults.bit_length() - 1)
+        key = str(lo) if lo <= 1 else f"{lo}-{2 * lo - 1}"
+        out[key] = out.get(key, 0) + n
+    return ", ".join(f"{k}: {v}" for k, v in out.items())
 
 
 def _q(values: list[float], q: float) -> str:

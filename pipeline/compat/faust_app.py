@@ -7,18 +7,20 @@ any other version :func:`check` refuses to start (there is no public path for th
 What is changed, and why:
 
 1. **Offsets are committed only after our agent processed the records** (:class:`CommitGate`).
-   faust-streaming 0.15.3 commits "the first run of acknowledged offsets", and acknowledges
-   records the agent never saw: the stream acks a record fetched under a previous consumer
-   generation or while flow control is off (``Stream.__aiter__``: ``skipped_value``, right after
-   a rebalance); ``take_events`` acks its batch in a ``finally`` even when the agent raised; the
-   fetch loop marks a jump in offsets as acked (``Consumer._add_gap``, meant for compacted
-   topics); and ``Consumer._new_offset`` lets the first acked offset be one past the committed
-   one (``min(acked) - committed > 1``; with nothing committed yet, or 0, any head gap passes).
-   Each of these lets a commit pass a record that never reached the agent; a crash right after
-   loses it (docs/faults.md, finding 9 and 10). For the gated topics (the events topic) the commit
-   offset is instead the gate's :meth:`CommitGate.ceiling`: every record below it was handled by
-   the agent, in order (the offset guard's bookkeeping). Faust's own ack lists for those
-   partitions are emptied at each commit (they are not used, and would grow).
+   faust-streaming 0.15.3 commits "the first run of acknowledged offsets" and lets records the
+   agent never saw into it: ``Consumer._new_offset``'s head-gap check is off by one
+   (``min(acked) - committed > 1``, the committed offset being the next one to read), so one
+   missing record at the head is committed past, and with nothing committed yet (or 0) any head
+   gap is; the fetch loop counts a jump in offsets as acknowledged (``Consumer._add_gap``, meant
+   for compacted topics); ``take_events`` acknowledges its batch in a ``finally`` even when the
+   agent raised; and the pure-Python stream acknowledges a record it skips. A record fetched under
+   the previous consumer generation right after a rebalance is skipped by the stream (the Cython
+   one, installed here, leaves it unacknowledged: a hole at the head), and the next commit passed
+   it; a crash then lost it (docs/faults.md, findings 9 and 10). For the gated topics (the events
+   topic) the commit offset is instead the gate's :meth:`CommitGate.ceiling`: every record below
+   it was handled by the agent, in order (the offset guard's bookkeeping). Faust's own ack lists
+   for those partitions are emptied at each commit (they are not used, and would grow) and its
+   gap marks are not made.
 2. **Where the post-assignment seek put each partition** is reported to ``seek_listeners``
    (``Consumer.seek_to_committed``); a partition with no commit yet reports its first offset
    (``earliest_offsets``) so that the guard knows where the log starts.
@@ -29,8 +31,9 @@ What is changed, and why:
 4. **The current event** for table writes (:func:`current_event`): ``faust.streams._current_event``
    is set per event of a ``take_events`` batch, so each table write goes to its partition.
 
-Removable when: faust-streaming commits only offsets its agents consumed (upstream issue on
-``skipped_value`` acks and ``_new_offset``'s head-gap check), offers a consumer fetch-wait
+Removable when: faust-streaming commits only offsets its agents consumed (the head-gap
+off-by-one is upstream issue faust-streaming/faust#606, open, with fix PR #707, open, as of
+2026-12; the gap marks and ``take_events``' acks are not reported), offers a consumer fetch-wait
 setting, and sets the current event for each event of ``take_events``.
 """
 
@@ -54,7 +57,8 @@ log = logging.getLogger(__name__)
 FAUST = Fence(
     "faust-streaming", frozenset({"0.15.3"}), "refuse",
     "commit gate, seek report, fetch wait, current event",
-    "faust commits only offsets its agents consumed and has a fetch-wait setting",
+    "faust commits only offsets its agents consumed (faust-streaming/faust#606, PR #707) and has a fetch-wait "
+    "setting",
 )  # fmt: skip
 AIOKAFKA = Fence(
     "aiokafka", frozenset({"0.14.0"}), "refuse", "AIOKafkaConsumer._fetch_max_wait_ms before start()",

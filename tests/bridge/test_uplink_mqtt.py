@@ -15,7 +15,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from pipeline.bridge.key_partitions import KeyPartitions
-from pipeline.compat import paho_uplink as uplink_mqtt
+from pipeline.compat import paho_uplink
 from pipeline.compat.kafka_python import use_compiled_crc32c
 from pipeline.compat.paho_uplink import PAHO_VERSION, READ_CHUNK, UplinkMqttClient, configure_uplink
 
@@ -127,7 +127,7 @@ def test_qos0_dup_and_fallbacks_to_paho(peer: Peer) -> None:
 
 
 def test_paused_reads_nothing(peer: Peer, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(uplink_mqtt, "PAUSE_S", 0.0)
+    monkeypatch.setattr(paho_uplink, "PAUSE_S", 0.0)
     peer.paused = True
     peer.send(publish(b"t/x", b"held"))
     for _ in range(5):

@@ -10,6 +10,7 @@ commit gate may be removable); the others show the gate closing it. docs/faults.
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 import faust
@@ -17,8 +18,11 @@ import pytest
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
+from pipeline.cloud_stage.app import build_app
 from pipeline.cloud_stage.offset_guard import GapReport, OffsetGuard, ProcessedOffsets
 from pipeline.compat.faust_app import PipelineFaustApp
+from pipeline.metrics import Registry
+from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -199,3 +203,38 @@ def test_first_assignment_without_a_commit_is_not_committed_past_a_head_gap() ->
     upstream, ours = _run(scenario())
     assert upstream == {TP0: 5}  # records 0..2 never reached the agent
     assert ours == {}
+
+
+def test_a_batch_that_fails_as_a_whole_is_rewound_and_not_committed() -> None:
+    """Faust's take_events acks a batch even when the agent raised; the worker rewinds it instead
+    and the gate's ceiling stays where it was (CloudProcessor.handle, the real one)."""
+
+    async def scenario() -> tuple[list[tuple[Any, int]], int | None, int | None, int | None]:
+        settings = Settings()
+        proc = build_app(settings, Registry()).cloud_processor  # type: ignore[attr-defined]
+        tp = TP(settings.kafka.events_topic, 0)
+        sought: list[tuple[Any, int]] = []
+
+        async def seek(tp: Any, offset: int) -> None:
+            sought.append((tp, offset))
+
+        async def fails(live: list[Any]) -> None:
+            raise RuntimeError("the alerts topic is gone")
+
+        async def works(live: list[Any]) -> None:
+            return None
+
+        proc.seek, proc._handle = seek, fails
+        proc.guard.start({tp: 10})
+        batch = [SimpleNamespace(message=SimpleNamespace(tp=tp, offset=o)) for o in (10, 11)]
+        with pytest.raises(RuntimeError):
+            await proc.handle(batch)
+        failed = (proc.guard.expected(tp), proc.processed.ceiling(tp))
+        proc._handle = works
+        await proc.handle(batch)  # the rewind brings them again
+        return sought, *failed, proc.processed.ceiling(tp)
+
+    sought, expected, ceiling_after_failure, ceiling_after_retry = _run(scenario())
+    assert sought == [(TP(Settings().kafka.events_topic, 0), 10)]
+    assert expected == 10 and ceiling_after_failure is None
+    assert ceiling_after_retry == 12
