@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # Project image for the cloud side: `pipeline bridge` and `pipeline cloud` (the Faust worker)
 # (and `pipeline history`, `pipeline console`) are this one image with different commands
 # (docker-compose.yml). Only the `cloud` extra (which holds the console's web stack) is
@@ -8,6 +7,10 @@
 #   docker build -t edge-vision-pipeline:0.1.0 .
 #   docker run --rm edge-vision-pipeline:0.1.0 bridge --help
 
+# Base image: the official Python image by default. A site that cannot pull it builds its own
+# (deploy/local-images/build-base-images.sh: Debian bookworm by debootstrap + Debian's Python
+# 3.11) and passes --build-arg PYTHON_IMAGE=evp-local/python:3.11-bookworm.
+# Classic builder compatible (no BuildKit-only syntax): Debian's docker.io has no buildx.
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # ---------------------------------------------------------------- build: a venv with the app
@@ -17,9 +20,24 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR /src
 RUN python -m venv /opt/venv
-COPY pyproject.toml README.md ./
+# Wheels: from the registry (PyPI) by default, found first in the wheelhouse when it holds any
+# (deploy/wheelhouse/, empty but for its README unless filled). Air-gapped sites fill it on a
+# host that reaches PyPI (deploy/local-images/make-wheelhouse.sh: `pip wheel`) and build with
+# --build-arg WHEELHOUSE_ONLY=true: `pip install --no-index`, nothing fetched.
+ARG WHEELHOUSE=deploy/wheelhouse
+ARG WHEELHOUSE_ONLY=false
+COPY ${WHEELHOUSE} /wheels
+# The pinned dependencies first, in a layer of their own (read from pyproject.toml): a change to
+# pipeline/ then rebuilds only the small layer below (seconds), not ~1 GB of wheels (minutes).
+COPY pyproject.toml ./
+RUN if [ "$WHEELHOUSE_ONLY" = true ]; then set -- --no-index; fi \
+ && python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project'];\
+ print(chr(10).join(p['dependencies'] + p['optional-dependencies']['cloud']))" >/tmp/requirements.txt \
+ && /opt/venv/bin/pip install -r /tmp/requirements.txt --find-links /wheels "$@"
+COPY README.md ./
 COPY pipeline ./pipeline
-RUN /opt/venv/bin/pip install ".[cloud]" \
+RUN if [ "$WHEELHOUSE_ONLY" = true ]; then set -- --no-index; fi \
+ && /opt/venv/bin/pip install ".[cloud]" --find-links /wheels "$@" \
  && /opt/venv/bin/pip check
 
 # ---------------------------------------------------------------- runtime: venv + non-root user
@@ -34,8 +52,10 @@ RUN apt-get update \
  && useradd --system --uid 10001 --gid pipeline --create-home --home-dir /home/pipeline \
       --shell /usr/sbin/nologin pipeline
 COPY --from=build /opt/venv /opt/venv
-COPY --chmod=0755 deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
-COPY --chmod=0755 deploy/healthcheck.py /usr/local/bin/pipeline-healthcheck
+# chmod in a RUN, not COPY --chmod: the classic builder (no BuildKit) refuses --chmod.
+COPY deploy/docker-entrypoint.sh /usr/local/bin/docker-entrypoint.sh
+COPY deploy/healthcheck.py /usr/local/bin/pipeline-healthcheck
+RUN chmod 0755 /usr/local/bin/docker-entrypoint.sh /usr/local/bin/pipeline-healthcheck
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

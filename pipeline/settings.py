@@ -108,7 +108,21 @@ class ModelServerSettings(Section):
     model_base_path: Path = Field(REPO_ROOT / "models", description="TF Serving model directory.")
     timeout_s: float = Field(2.0, gt=0, description="Deadline of one Predict call.")
     max_batch: int = Field(32, ge=1, description="Largest micro-batch sent in one Predict call.")
-    max_wait_ms: float = Field(20.0, ge=0, description="Longest a request waits for its batch to fill.")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Longest a request waits for others to join its batch (also the cloud worker's event"
+        " take window). Under load batches fill while the in-flight calls run, so this can stay short.",
+    )
+    max_latency_ms: float | None = Field(
+        250.0,
+        gt=0,
+        description="Server time one batch may take: caps the batch at this / the measured cost per image"
+        " (None: max_batch alone caps it). Bounds what an event in a burst waits for.",
+    )
+    max_inflight: int = Field(
+        2, ge=1, le=64, description="Predict calls out at once (one batched call keeps ~1 core of a CPU server busy)."
+    )
     queue_limit: int = Field(256, ge=1, description="Requests waiting for a batch; beyond it, fail fast.")
     breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open the circuit breaker.")
     breaker_reset_s: float = Field(5.0, gt=0, description="Open time before a trial call (half-open).")
@@ -162,6 +176,13 @@ class RuleSettings(Section):
     window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
     cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
     schedule: tuple[str, str] | None = Field(None, description="Active between HH:MM and HH:MM (UTC).")
+    hysteresis: float = Field(
+        0.02,
+        ge=0,
+        lt=0.5,
+        description="Line rules: a side counts only this far (normalised) from the line, so feet jittering"
+        " on it count no crossing.",
+    )
 
 
 class CameraSettings(Section):
@@ -181,6 +202,15 @@ class CameraSettings(Section):
         default_factory=list, description="Polygons (normalised x,y) where motion is ignored."
     )
     motion_threshold: float = Field(0.002, ge=0, le=1, description="Share of changed pixels that counts as motion.")
+    lines: list[tuple[Point, Point]] = Field(
+        default_factory=list,
+        description="Line segments (normalised, as in the cloud's line rules): the edge sends an event as soon"
+        " as a track's feet clearly change side of one (or of a line rule in this camera's `rules`), so every"
+        " crossing it sees reaches the rules.",
+    )
+    line_margin: float = Field(
+        0.02, ge=0, lt=0.5, description="How far (normalised) from a line the feet must be to be on a side."
+    )
     crops: bool = Field(True, description="Attach a small JPEG crop to track_started events.")
     crop_max_bytes: int = Field(16 * 1024, ge=1024, le=60 * 1024, description="JPEG crop size cap.")
     blur_faces: bool = Field(False, description="Blur faces in crops before they leave the node.")
@@ -215,6 +245,18 @@ class EdgeSettings(Section):
     )
     detector: Literal["centernet", "centernet-int8", "hog"] = Field(
         "centernet", description="Light detector: TFLite CenterNet (float or int8) or OpenCV HOG."
+    )
+    detector_input_size: Literal[320, 384, 512] = Field(
+        512,
+        description="CenterNet input side in px (fp32 only below 512): smaller is cheaper per frame (384: ~0.55x,"
+        " 320: ~0.4x of 512's time) and finds fewer small people (benchmarks/RESULTS.md, accuracy).",
+    )
+    detector_pool: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Interpreters shared by the node's cameras (single-threaded each); 0 = one per camera"
+        " with detector_threads; None = auto: min(cameras, CPU cores) when the node has several cameras.",
     )
     outbox_path: Path = Field(DEFAULT_RUN_DIR / "edge-outbox.sqlite", description="On-disk outbox file.")
     outbox_max_events: int = Field(200_000, ge=10, description="Outbox cap; oldest dropped (and counted).")
@@ -336,6 +378,13 @@ class CloudSettings(Section):
     edge_weight: float = Field(0.4, ge=0, le=1, description="Fused = w*edge + (1-w)*cloud.")
     rules: list[RuleSettings] = Field(
         default_factory=lambda: [RuleSettings(id="person-present", kind="presence", labels=["person"])]
+    )
+    link_window_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="A track the edge links to one that vanished (attrs.link) is the same person for presence,"
+        " zone, dwell and line rules; a person is forgotten this long after their last track ended. 0 = off.",
     )
     escalation_overrides: dict[str, Escalation] = Field(
         default_factory=dict,

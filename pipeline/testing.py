@@ -1,4 +1,5 @@
-"""Test helpers that need no broker: a fake clock, scripted object motion, polling, clip cutting.
+"""Test helpers that need no broker: a fake clock, scripted object motion, polling, clip cutting,
+and the alert ids a presence rule implies for a set of events.
 
 Importable by any test tier (and the benchmarks); only :func:`cut_clip` touches files.
 """
@@ -6,14 +7,16 @@ Importable by any test tier (and the benchmarks); only :func:`cut_clip` touches 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.operators.schema import Box
-from pipeline.settings import SAMPLE_CLIP
+from pipeline.operators.dedupe import alert_id
+from pipeline.operators.rules import RuleSpec, state_key
+from pipeline.operators.schema import Box, Event
+from pipeline.settings import SAMPLE_CLIP, RuleSettings
 
 
 @dataclass
@@ -103,3 +106,24 @@ def cut_clip(dst: Path, start: int, count: int, src: Path = SAMPLE_CLIP) -> Path
     if writer is None:
         raise ValueError(f"no frames at {start} in {src}")
     return dst
+
+
+def expected_presence_alerts(
+    events: Iterable[Event], rule: RuleSettings, fused: Callable[[Event], float]
+) -> dict[str, str]:
+    """alert id -> event id that a presence ``rule`` implies for ``events``: the first event of
+    each track (by seq, as the worker sees them) whose label matches and whose ``fused`` score
+    reaches min_score. Shared by tests/e2e and tests/compose, so both check exact ids.
+
+    Valid for one run of a camera's tracks (the worker drops a track's incident when it ends).
+    """
+    spec = RuleSpec.from_settings(rule)
+    expected: dict[str, str] = {}
+    fired: set[tuple[str, int]] = set()
+    for ev in sorted(events, key=lambda e: (e.site, e.cam, e.seq)):
+        if (ev.cam, ev.track) in fired or ev.label not in rule.labels or fused(ev) < rule.min_score:
+            continue
+        fired.add((ev.cam, ev.track))
+        aid = alert_id(rule.id, f"{ev.site}/{ev.cam}", state_key(spec, ev.cam, ev.track), ev.ts)
+        expected[aid] = ev.id
+    return expected

@@ -18,16 +18,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmarks.accuracy.data import PxBox
+from pipeline.operators.tracking import iou
 
 
 def box_iou(a: PxBox, b: PxBox) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0 or iy <= 0:
-        return 0.0
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
+    """IoU of two pixel boxes (the tracker's IoU works in any units)."""
+    return iou(a, b)
 
 
 @dataclass(frozen=True, slots=True)

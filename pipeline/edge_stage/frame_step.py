@@ -241,6 +241,7 @@ class EmitStage:
         kick: Callable[[], None],
     ) -> None:
         self.policy = TrackEventPolicy(keepalive_ms=int(edge.keepalive_event_s * 1000))
+        self._lines_of: CameraSettings | None = None  # the camera config the policy's lines came from
         self.builder, self.outbox, self.topic = builder, outbox, topic
         self.metrics, self.cam = metrics, builder.cam
         self.kick = kick
@@ -256,10 +257,17 @@ class EmitStage:
 
     def process(self, frame: FrameState) -> bool:
         camera = frame.camera
+        if camera is not self._lines_of:  # first frame or a live config update
+            # the camera's own lines plus those of its line rules (drawn in the console)
+            rule_lines = [r.line for r in camera.rules if r.kind == "line" and r.line is not None]
+            self.policy.lines, self.policy.line_margin = (*camera.lines, *rule_lines), camera.line_margin
+            self._lines_of = camera
         for etype, track in self.policy.decide(frame.update, frame.ts_ms):
             crop_filter: CropFilter | None = None
             attrs: dict[str, str | float | int | bool] = {}
             if etype == "track_started":
+                if track.link is not None:  # the track it probably continues (cloud: same person)
+                    attrs["link"] = track.link
                 extras = self._extras_for(camera)
                 if extras is not None and camera.blur_faces:
                     crop_filter = extras.blur_faces

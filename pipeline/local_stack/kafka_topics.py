@@ -67,3 +67,37 @@ def _check_partitions(admin: KafkaAdminClient, names: list[str], partitions: int
                 f"Kafka topic {topic['name']} exists with {count} partitions, settings want {partitions};"
                 " delete it or change kafka.partitions"
             )
+
+
+def main() -> int:
+    """``python -m pipeline.local_stack.kafka_topics``: create the topics from PIPELINE_KAFKA__*.
+
+    The kafka-init job of deploy/compose/local-images.yml (Tansu has no kafka-topics.sh); retries
+    for ``timeout_s`` because the broker may accept connections before it answers metadata.
+    """
+    import sys
+    import time
+
+    from pipeline.settings import load_settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    kafka = load_settings(None).kafka
+    deadline = time.monotonic() + 60.0
+    while True:
+        try:
+            created = ensure_topics(kafka)
+        except BrokerUnavailable as exc:
+            if time.monotonic() > deadline:
+                print(f"kafka_topics: {exc}", file=sys.stderr)
+                return 1
+            time.sleep(1.0)
+            continue
+        except ConfigError as exc:
+            print(f"kafka_topics: {exc}", file=sys.stderr)
+            return 2
+        print(f"kafka_topics: {', '.join(project_topics(kafka))} ok ({kafka.partitions} partitions; created {created})")
+        return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

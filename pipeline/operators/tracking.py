@@ -74,6 +74,7 @@ class Track:
     missed: int  # consecutive detection steps without a match
     velocity: tuple[float, float] = (0.0, 0.0)  # centre velocity, normalised units per second
     feature: Feature | None = None  # smoothed appearance, when detections carried one
+    link: int | None = None  # a lost or ended track this one probably continues (see Tracker)
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -114,10 +115,12 @@ class _Live:
     first_ms: int
     last_ms: int
     last_box: Box  # the last matched detection's box (observation, not estimate)
+    first_box: Box  # where it was first seen (to link it to a track that vanished there)
     hits: int = 1
     missed: int = 0
     confirmed: bool = False
     feature: Feature | None = None
+    link: int | None = None
 
     def snapshot(self, *, last_matched: bool = False) -> Track:
         return Track(
@@ -131,6 +134,7 @@ class _Live:
             missed=self.missed,
             velocity=(float(self.kf.x[4]), float(self.kf.x[5])),
             feature=self.feature,
+            link=self.link,
         )
 
 
@@ -150,6 +154,7 @@ class Tracker:
         reid_min_similarity: float = 0.75,
         score_alpha: float = 0.5,
         feature_alpha: float = 0.2,
+        link_ms: int = 10_000,
         max_tracks: int = 256,
         first_id: int = 1,
     ) -> None:
@@ -167,7 +172,10 @@ class Tracker:
         self.reid_min_similarity = reid_min_similarity
         self.score_alpha = score_alpha
         self.feature_alpha = feature_alpha
+        self.link_ms = link_ms
         self.max_tracks = max_tracks
+        # recently ended tracks (last box, time) a new track may be linked to; bounded by max_tracks
+        self._ended: list[_Live] = []
         self._next_id = first_id
         self._live: list[_Live] = []
         self._t_ms: int | None = None
@@ -229,6 +237,7 @@ class Tracker:
                 out.updated.append(tr.snapshot())
             elif tr.hits >= self.min_hits:
                 tr.confirmed = True
+                tr.link = self._predecessor(tr, t_ms)
                 out.started.append(tr.snapshot())
 
         keep: list[_Live] = []
@@ -239,9 +248,11 @@ class Tracker:
                     continue  # tentative tracks must be seen on consecutive steps
                 if tr.missed > self.max_missed and t_ms - tr.last_ms > self.lost_ms:
                     out.ended.append(tr.snapshot(last_matched=True))
+                    self._ended.append(tr)
                     continue
             keep.append(tr)
         self._live = keep
+        self._ended = [e for e in self._ended if t_ms - e.last_ms <= self.link_ms][-self.max_tracks :]
 
         for di in high:
             if di in matched_dets:
@@ -251,10 +262,12 @@ class Tracker:
                 self.dropped_detections += 1
                 continue
             tr = _Live(id=self._next_id, label=det.label, kf=KalmanBox(det.box), score=det.score, first_ms=t_ms,
+                       first_box=det.box,
                        last_ms=t_ms, last_box=det.box, feature=det.feature)  # fmt: skip
             self._next_id += 1
             if self.min_hits <= 1:
                 tr.confirmed = True
+                tr.link = self._predecessor(tr, t_ms)
                 out.started.append(tr.snapshot())
             self._live.append(tr)
         return out
@@ -308,6 +321,7 @@ class Tracker:
         try:
             tracks = [
                 _Live(id=int(d["id"]), label=str(d["label"]), kf=KalmanBox(_box(d["box"])), score=float(d["score"]),
+                      first_box=_box(d["box"]),
                       first_ms=int(d["first_ms"]), last_ms=int(d["last_ms"]), last_box=_box(d["box"]),
                       hits=int(d["hits"]), missed=self.max_missed + 1, confirmed=True,
                       feature=tuple(float(v) for v in d["feature"]) if d.get("feature") else None)
@@ -351,6 +365,23 @@ class Tracker:
                 row.append(1.0 - o + (self.appearance_weight * (1.0 - sim) if sim is not None else 0.0))
             cost.append(row)
         return [(tracks[r], dets[c]) for r, c in linear_assignment(cost) if cost[r][c] < _NO_MATCH]
+
+    def _predecessor(self, new: _Live, t_ms: int) -> int | None:
+        """The lost or recently ended track (same label, gone within ``link_ms``) a newly confirmed
+        track most probably continues, by the re-identification distance gate without the
+        appearance test; None if there is none. Stage 3 already re-uses the id when appearance
+        agrees too; this weaker link lets the cloud keep one *incident* (presence, dwell) across
+        a break it could not mend, so it is reported, not acted on, here."""
+        best: tuple[float, int] | None = None
+        for old in [*self._ended, *(t for t in self._live if t.confirmed and t.missed > 0)]:
+            gap_s = (t_ms - old.last_ms) / 1000.0
+            if old is new or old.label != new.label or not 0 <= gap_s * 1000 <= self.link_ms:
+                continue
+            h = max(old.last_box[3] - old.last_box[1], 1e-6)
+            dist = _centre_dist(old.last_box, new.first_box) / h
+            if dist <= _REID_BASE_DIST + _REID_DIST_PER_S * gap_s and (best is None or dist < best[0]):
+                best = (dist, old.id)
+        return None if best is None else best[1]
 
     def _reidentify(self, tracks: list[int], dets: list[int], detections: Sequence[Detection],
                     t_ms: int) -> list[tuple[int, int]]:  # fmt: skip

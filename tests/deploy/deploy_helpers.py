@@ -12,6 +12,8 @@ from pipeline.settings import REPO_ROOT
 
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 KAFKA_OVERRIDE = REPO_ROOT / "deploy" / "compose" / "kafka-replicated.yml"
+# Locally built images for sites without registry access (run for real by tests/compose).
+LOCAL_IMAGES_OVERRIDE = REPO_ROOT / "deploy" / "compose" / "local-images.yml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 # Services built from the project's Dockerfile (the rest are official images).
 PROJECT_SERVICES = ("bridge", "cloud")

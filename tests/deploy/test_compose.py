@@ -20,6 +20,7 @@ from deploy_helpers import (
     COMPOSE_FILE,
     ENV_EXAMPLE,
     KAFKA_OVERRIDE,
+    LOCAL_IMAGES_OVERRIDE,
     PROJECT_SERVICES,
     compose_variables,
     load_compose,
@@ -40,7 +41,7 @@ def _validator() -> jsonschema.protocols.Validator:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize("path", [COMPOSE_FILE, KAFKA_OVERRIDE], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [COMPOSE_FILE, KAFKA_OVERRIDE, LOCAL_IMAGES_OVERRIDE], ids=lambda p: p.name)
 def test_compose_file_matches_the_compose_schema(path: Path) -> None:
     errors = sorted(_validator().iter_errors(load_compose(path)), key=lambda e: list(e.path))
     assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors)
@@ -61,7 +62,11 @@ def _docker_compose() -> str:
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("files", [[COMPOSE_FILE], [COMPOSE_FILE, KAFKA_OVERRIDE]], ids=["main", "kafka-replicated"])
+@pytest.mark.parametrize(
+    "files",
+    [[COMPOSE_FILE], [COMPOSE_FILE, KAFKA_OVERRIDE], [COMPOSE_FILE, LOCAL_IMAGES_OVERRIDE]],
+    ids=["main", "kafka-replicated", "local-images"],
+)
 def test_docker_compose_config_accepts_the_file(files: list[Path]) -> None:
     exe = _docker_compose()
     args = [exe, "--env-file", str(ENV_EXAMPLE), "--project-directory", str(REPO_ROOT)]
@@ -77,6 +82,11 @@ def test_docker_compose_config_accepts_the_file(files: list[Path]) -> None:
         assert str(env["KAFKA_MIN_INSYNC_REPLICAS"]) == "2"
         assert str(env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"]) == "false"
         assert merged["services"]["bridge"]["environment"]["PIPELINE_KAFKA__BOOTSTRAP_SERVERS"].count(",") == 2
+    if LOCAL_IMAGES_OVERRIDE in files:
+        # Every default service runs a locally built image; only the observability profile pulls.
+        for name, svc in merged["services"].items():
+            if "observability" not in svc.get("profiles", []):
+                assert svc["image"].startswith(("evp-local/", "edge-vision-pipeline")), (name, svc["image"])
 
 
 @pytest.mark.integration
@@ -176,7 +186,8 @@ def test_no_secret_in_the_compose_file(compose: dict[str, Any]) -> None:
 
 @pytest.mark.unit
 def test_env_example_documents_every_variable(env_example: dict[str, str]) -> None:
-    used = compose_variables(COMPOSE_FILE.read_text()) | compose_variables(KAFKA_OVERRIDE.read_text())
+    files = (COMPOSE_FILE, KAFKA_OVERRIDE, LOCAL_IMAGES_OVERRIDE)
+    used = set().union(*(compose_variables(f.read_text()) for f in files))
     missing = sorted(used - set(env_example))
     assert not missing, f".env.example lacks {missing}"
 

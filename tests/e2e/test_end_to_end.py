@@ -16,12 +16,11 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
+from pipeline import testing
 from pipeline.alerts_subscriber import AlertStats, AlertSubscriber
 from pipeline.demo import BRIDGE_READY, CLOUD_READY
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.pipeline_service import PipelineService
-from pipeline.operators.dedupe import alert_id
-from pipeline.operators.rules import RuleSpec, state_key
 from pipeline.operators.schema import Event, Rejected, decode_event
 from pipeline.settings import SAMPLE_CLIP, RuleSettings, Settings
 
@@ -113,18 +112,8 @@ def check_transport(summary: EdgeSummary, records: list[KafkaRecord]) -> dict[st
 
 
 def expected_presence_alerts(events: dict[str, Event], fused: Callable[[Event], float]) -> dict[str, str]:
-    """alert id -> event id that the presence rule implies: the first event of each track whose
-    label matches and whose fused score reaches min_score (tracks by seq, as the worker sees them)."""
-    spec = RuleSpec.from_settings(RULE)
-    expected: dict[str, str] = {}
-    fired: set[int] = set()
-    for ev in sorted(events.values(), key=lambda e: e.seq):
-        if ev.track in fired or ev.label not in RULE.labels or fused(ev) < RULE.min_score:
-            continue
-        fired.add(ev.track)
-        aid = alert_id(RULE.id, f"{ev.site}/{ev.cam}", state_key(spec, ev.cam, ev.track), ev.ts)
-        expected[aid] = ev.id
-    return expected
+    """alert id -> event id that the presence rule implies (pipeline.testing, shared with tests/compose)."""
+    return testing.expected_presence_alerts(events.values(), RULE, fused)
 
 
 def test_sample_clip_end_to_end_edge_scores_only(
