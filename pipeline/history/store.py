@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -186,8 +187,6 @@ class HistoryStore:
     def migrate(self) -> list[int]:
         """Apply the migrations not yet applied; returns their versions."""
         applied_now: list[int] = []
-        import time
-
         with self._transaction(exclusive=True) as cur:
             if self.dialect == "postgresql":
                 cur.execute("SELECT pg_advisory_xact_lock(%s)", (PG_MIGRATION_LOCK,))
