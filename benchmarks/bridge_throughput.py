@@ -11,6 +11,12 @@ command a deployment runs) and :mod:`benchmarks.naive_bridge` (one synchronous
   handed the record to its Kafka producer (the same clock for both bridges).
   The feeders' own publish rate is reported too: if it is not far above the bridge's figure,
   the publishers (on the same 2 cores) were the limit, not the bridge.
+- Scale-out: two ``pipeline bridge`` processes on one MQTT 5 shared subscription
+  (``bridge.shared_group``, own client ids), measured the same way in the same run, against
+  the single bridge above (which already subscribes through the default shared group
+  ``bridges``): the slope of docs/scaling.md. On this 2-core
+  machine the feeders, Mosquitto and Tansu share the cores with the bridges, so the figure is a
+  floor for what a second core per bridge gives.
 - Added latency: events published at a fixed, modest rate, stamped with their publish time;
   a Kafka consumer (``fetch_max_wait_ms=5``) in this process takes each record; latency =
   consume time - publish time. The consumer's own delay is in both figures alike.
@@ -18,6 +24,7 @@ command a deployment runs) and :mod:`benchmarks.naive_bridge` (one synchronous
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import time
@@ -183,6 +190,35 @@ def latency(settings: Settings, rate: float, seconds: float) -> list[float]:
     return lat
 
 
+def _measure_shared(ctx: Context, processes: int, count: int) -> dict[str, Any]:
+    """``processes`` bridges on one shared subscription: events/s of them together."""
+    settings = ctx.fresh_settings(f"bs{processes}", bridge={"shared_group": "bench"})
+    run = Path(settings.local.run_dir)
+    services = []
+    for i in range(processes):
+        s = settings.model_copy(update={"bridge": settings.bridge.model_copy(update={"client_id": f"bridge-{i + 1}"})})
+        cfg = run / f"bridge-{i + 1}.yaml"
+        (run / f"b{i + 1}").mkdir(parents=True, exist_ok=True)
+        cfg.write_text(s.to_yaml())
+        services.append(
+            PipelineService(f"bridge-{i + 1}", run / f"b{i + 1}", cfg, ["bridge"], BRIDGE_READY, start_timeout_s=60)
+        )
+    ctx.log(f"bridge: starting {processes} bridge process(es) on one shared subscription")
+    with contextlib.ExitStack() as stack:
+        for svc in services:
+            stack.enter_context(svc)
+        warm = throughput(settings, FEEDERS * 4, 60)
+        if warm["events"] < warm["expected"]:
+            raise RuntimeError(f"{processes} shared bridges: warm-up events did not reach Kafka")
+        runs = []
+        for i in range(ctx.repeats):
+            ctx.log(f"bridge: {processes} shared, {count} events, run {i + 1}/{ctx.repeats}")
+            r = throughput(settings, count, 120)
+            ctx.log(f"   {r['events']}/{r['expected']} in Kafka, {r['events_per_s']:,.0f} events/s")
+            runs.append(r)
+    return {"runs": runs}
+
+
 def _measure(ctx: Context, kind: str, count: int) -> dict[str, Any]:
     settings = ctx.fresh_settings(f"br{kind[:2]}")
     svc = _service(kind, settings)
@@ -211,6 +247,7 @@ def _measure(ctx: Context, kind: str, count: int) -> dict[str, Any]:
 def run(ctx: Context) -> BenchResult:
     bridge = _measure(ctx, "bridge", 10_000 if ctx.quick else 100_000)
     naive = _measure(ctx, "naive", 1_000 if ctx.quick else 3_000)
+    two = _measure_shared(ctx, 2, 10_000 if ctx.quick else 100_000)
 
     def eps(d: dict[str, Any]) -> float | None:
         return median(r["events_per_s"] for r in d["runs"])
@@ -231,6 +268,15 @@ def run(ctx: Context) -> BenchResult:
         ),
         Row.make("bridge events/s (absolute)", b_eps, "ev/s", target=at_least(20_000), group=GROUP),
         Row.make(
+            "2 bridge processes on one shared subscription, events/s",
+            eps(two),
+            "ev/s",
+            baseline=b_eps,
+            baseline_label="1 process (also on the shared subscription)",
+            group=GROUP,
+            note="scale-out slope for docs/scaling.md; feeders, Mosquitto and Tansu share the same 2 cores",
+        ),
+        Row.make(
             "bridge added latency p50",
             quantile(bl, 0.5),
             "ms",
@@ -250,6 +296,6 @@ def run(ctx: Context) -> BenchResult:
     ]
     series = {
         "latency_ms": {"bridge": bl, "naive loop": nl},
-        "runs": {"bridge": bridge["runs"], "naive": naive["runs"]},
+        "runs": {"bridge": bridge["runs"], "naive": naive["runs"], "two_bridges": two["runs"]},
     }
     return BenchResult(rows, series)

@@ -6,9 +6,10 @@ a live camera (realtime, frames dropped when slow), and an :class:`AlertSubscrib
 ``<prefix>/alerts``. Latency per alert = its arrival at the subscriber - the capture time of
 the event that raised it (``alert.event_ts``, stamped by the edge when the frame was read).
 
-Twice, each with its own topics, bridge and cloud worker: ``cloud.escalation = never`` (the
-edge score alone decides) and ``track_started`` (the default: each new track's crop goes to the
-heavy model on the model server before the rules run).
+Three times, each with its own topics, bridge and cloud worker: ``cloud.escalation = never``
+(the edge score alone decides), ``track_started`` (the default: each new track's crop goes to the
+heavy model on the model server before the rules run), and ``track_started`` with the served
+model pinned to version 1 (512 px, the model before the re-export: the same-run baseline).
 """
 
 from __future__ import annotations
@@ -26,10 +27,15 @@ GROUP = "end to end"
 TARGET_MS = {"never": 250.0, "track_started": 500.0}
 
 
-def run_once(ctx: Context, escalation: str, clip: Path) -> tuple[list[float], dict[str, int]]:
+def run_once(
+    ctx: Context, escalation: str, clip: Path, model_version: int | None = None
+) -> tuple[list[float], dict[str, int]]:
     camera = {"id": "cam-1", "source": str(clip), "realtime": True, "loop": False}
     settings = ctx.fresh_settings(
-        f"e{escalation[:2]}", edge={"cameras": [camera], "final_ack_wait_s": 10.0}, cloud={"escalation": escalation}
+        f"e{escalation[:2]}",
+        edge={"cameras": [camera], "final_ack_wait_s": 10.0},
+        cloud={"escalation": escalation},
+        model_server={"model_version": model_version},
     )
     bridge, cloud, run = bridge_and_cloud(settings)
     ctx.log(f"end to end ({escalation}): starting bridge and cloud worker (logs in {run})")
@@ -53,13 +59,19 @@ def run(ctx: Context) -> BenchResult:
     clip = cut_clip(ctx.work_dir / "clip_10s.mp4", 10.0) if ctx.quick else SAMPLE_CLIP
     rows: list[Row] = []
     series: dict[str, object] = {"latency_ms": {}, "runs": {}}
-    for escalation in ("never", "track_started"):
+    old_model: list[float] = []
+    for escalation, version in (("never", None), ("track_started", None), ("track_started", 1)):
         lat: list[float] = []
         infos = []
         for _ in range(1 if ctx.quick else 2):
-            got, info = run_once(ctx, escalation, clip)
+            got, info = run_once(ctx, escalation, clip, version)
             lat += got
             infos.append(info)
+        if version == 1:  # the served model before the re-export: the same-run baseline of the heavy rows
+            old_model = lat
+            series["latency_ms"]["escalation=track_started, model version 1"] = lat  # type: ignore[index]
+            series["runs"]["track_started_v1"] = infos  # type: ignore[index]
+            continue
         label = "no heavy model" if escalation == "never" else "heavy model on track start"
         n = len(lat)
         note = f"{n} alerts over {len(infos)} run(s) of {clip.name}"
@@ -77,4 +89,15 @@ def run(ctx: Context) -> BenchResult:
         rows.append(Row.make(f"capture->alert p99, {label}", quantile(lat, 0.99), "ms", group=GROUP))
         series["latency_ms"][f"escalation={escalation}"] = lat  # type: ignore[index]
         series["runs"][escalation] = infos  # type: ignore[index]
+    rows.append(
+        Row.make(
+            "capture->alert p95, heavy model version 1 (512 px, before)",
+            quantile(old_model, 0.95),
+            "ms",
+            baseline=next((r.value for r in rows if r.figure.endswith("p95, heavy model on track start")), None),
+            baseline_label="version 2 (default)",
+            group=GROUP,
+            note=f"{len(old_model)} alerts; p50 {quantile(old_model, 0.5) or 0:.0f} ms",
+        )
+    )
     return BenchResult(rows, series)

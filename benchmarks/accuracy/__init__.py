@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -195,12 +196,20 @@ def pipeline_part(ctx: Context, video: Path, gt: GroundTruth) -> tuple[list[Row]
     ctx.log("accuracy: heavy model on every track-start crop (cascade value)")
     threshold = next(r.min_score for r in runp.settings.cloud.rules if r.id == "person-present")
     cas = cascade_value(runp, gt, threshold)
+    # The same crops through served version 1 (512 px, before issue 18's re-export): the AUC the
+    # smaller, batch-aware default (version 2, 256 px) is held to.
+    ms_v1 = runp.settings.model_server.model_copy(update={"model_version": 1})
+    runp_v1 = replace(runp, settings=runp.settings.model_copy(update={"model_server": ms_v1}))
+    cas_v1 = cascade_value(runp_v1, gt, threshold)
     rows += [
         Row.make(
             "cloud verifier ROC AUC on track-start crops",
             round(cas.auc, 3) if cas.auc is not None else None,
+            baseline=round(cas_v1.auc, 3) if cas_v1.auc is not None else None,
+            baseline_label="model version 1 (512 px)",
             group=GROUP,
-            note=f"{cas.true_starts} true / {cas.started - cas.true_starts} false starts (IoU>=0.5)",
+            note=f"{cas.true_starts} true / {cas.started - cas.true_starts} false starts (IoU>=0.5); served model"
+            f" {runp.settings.model_server.model_version or 'latest'}",
         ),
         Row.make(
             "alert precision, verified (fused)",

@@ -47,7 +47,7 @@ def score_detections(
 ) -> DetectionScore:
     """``detections[frame] = [(box, score)]`` vs ``ground_truth[frame] = [box]`` on the GT's frames."""
     ranked: list[tuple[float, int, PxBox]] = [
-        (score, frame, box) for frame, dets in detections.items() if frame in ground_truth for box, score in dets
+        (score, frame, box) for frame, dets in detections.items() if frame in ground_truth for box, score, *_ in dets
     ]
     ranked.sort(key=lambda r: -r[0])
     n_gt = sum(len(v) for v in ground_truth.values())

@@ -25,6 +25,7 @@ from pipeline.errors import ModelError
 log = logging.getLogger(__name__)
 
 SERVE_TAG = "serve"
+WARM_UP_BATCHES = tuple(range(1, 9))  # the cloud's micro-batches: capped near 8 by its latency bound
 
 
 class ServableNotFound(ModelError):
@@ -75,27 +76,36 @@ class Servable:
             raise BadRequest(_first_line(str(exc))) from exc
         return {alias: outputs[alias].numpy() for alias in wanted}
 
-    def warm_up(self) -> None:
-        """Run each signature once on zeros (batch 1) before serving.
+    def warm_up(self, batch_sizes: tuple[int, ...] = WARM_UP_BATCHES) -> None:
+        """Run each signature on zeros before serving: batch 1, and the usual micro-batch sizes
+        when the batch dimension is free.
 
-        The first call of a loaded function traces and optimises its graph (seconds on a small
-        CPU); TF Serving does the same with warm-up records, so the first client is not the one
-        that times out.
+        The first call of a loaded function traces and optimises its graph, and the CPU kernels
+        (oneDNN) prepare themselves per input shape on the first call with it: seconds per shape
+        on a small, busy CPU. TF Serving does the same with warm-up records, so the first client
+        (the first alerts of a demo) is not the one that waits.
         """
         for signature_name, sig in self.signature_defs.items():
             if signature_name not in self.loaded.signatures:
                 continue
-            zeros = {}
-            for alias, info in sig.inputs.items():
-                if info.tensor_shape.unknown_rank:
-                    break
-                shape = [1 if d.size < 0 else d.size for d in info.tensor_shape.dim]
-                zeros[alias] = np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
-            else:
-                try:
-                    self.run(signature_name, zeros, [])
-                except ModelError as exc:
-                    log.warning("warm-up of %s/%d %s failed: %s", self.name, self.version, signature_name, exc)
+            free_batch = all(
+                not info.tensor_shape.unknown_rank and info.tensor_shape.dim and info.tensor_shape.dim[0].size < 0
+                for info in sig.inputs.values()
+            )
+            for batch in batch_sizes if free_batch else (1,):
+                zeros = {}
+                for alias, info in sig.inputs.items():
+                    if info.tensor_shape.unknown_rank:
+                        break
+                    shape = [batch if i == 0 and d.size < 0 else (1 if d.size < 0 else d.size)
+                             for i, d in enumerate(info.tensor_shape.dim)]  # fmt: skip
+                    zeros[alias] = np.zeros(shape, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+                else:
+                    try:
+                        self.run(signature_name, zeros, [])
+                    except ModelError as exc:
+                        log.warning("warm-up of %s/%d %s failed: %s", self.name, self.version, signature_name, exc)
+                        break
 
 
 def _first_line(text: str) -> str:
@@ -174,8 +184,11 @@ class ModelRepository:
         with self._lock:
             return sorted(v for (n, v) in self._loaded if n == name)
 
-    def get(self, name: str, version: int | None = None) -> Servable:
-        """The servable for ``name`` at ``version`` (None: the highest on disk), loading it if needed."""
+    def get(self, name: str, version: int | None = None, warm_up_batches: tuple[int, ...] = (1,)) -> Servable:
+        """The servable for ``name`` at ``version`` (None: the highest on disk), loading it if needed.
+
+        A load in the request path warms batch 1 only (the request waits for it); the server's
+        preload warms the micro-batch sizes too (``WARM_UP_BATCHES``)."""
         versions = self.versions(name)
         if version is None:
             if not versions:
@@ -189,11 +202,11 @@ class ModelRepository:
         with self._lock:
             servable = self._loaded.get(key)
             if servable is None:
-                servable = self._load(name, version)
+                servable = self._load(name, version, warm_up_batches)
                 self._loaded[key] = servable
         return servable
 
-    def _load(self, name: str, version: int) -> Servable:
+    def _load(self, name: str, version: int, warm_up_batches: tuple[int, ...]) -> Servable:
         path = self.base_path / name / str(version)
         began = time.monotonic()
         try:
@@ -202,6 +215,6 @@ class ModelRepository:
         except (OSError, ValueError, tf.errors.OpError) as exc:
             raise ModelError(f"cannot load {path}: {exc}") from exc
         servable = Servable(name, version, path, signature_defs, loaded)
-        servable.warm_up()
+        servable.warm_up(warm_up_batches)
         log.info("loaded model %s version %d from %s in %.2f s", name, version, path, time.monotonic() - began)
         return servable

@@ -30,6 +30,7 @@ from tensorflow_serving.apis import (
 
 from pipeline.errors import LocalStackError, ModelError
 from pipeline.model_server.servables import (
+    WARM_UP_BATCHES,
     BadRequest,
     ModelRepository,
     ServableNotFound,
@@ -172,7 +173,7 @@ class TFServingCompatServer:
         served: dict[str, list[int]] = {}
         for name in self.repository.model_names():
             try:
-                self.repository.get(name)
+                self.repository.get(name, warm_up_batches=WARM_UP_BATCHES)
             except ModelError:
                 # A version still being written (or a broken one) must not keep the others
                 # offline: a failed load is retried on the next request for it.

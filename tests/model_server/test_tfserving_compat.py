@@ -245,3 +245,24 @@ def test_centernet_predict_on_a_real_frame(model_server: ModelServerProcess) -> 
     people = detections[0][(detections[0, :, 5] == 0) & (detections[0, :, 4] > 0.3)]
     assert len(people) >= 1, detections[0][:10]
     assert ((people[:, :4] >= -1) & (people[:, :4] <= 513)).all()
+
+
+def test_preload_warms_the_micro_batch_sizes(tiny_base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A free batch dimension is warmed at each micro-batch size (the CPU kernels prepare per
+    shape on first use); a load in the request path warms batch 1 only."""
+    from pipeline.model_server.servables import WARM_UP_BATCHES, ModelRepository, Servable
+
+    seen: list[tuple[str, tuple[int, ...]]] = []
+    real_run = Servable.run
+
+    def spy(self: Servable, signature_name: str, inputs: dict[str, Any], output_filter: list[str]) -> Any:
+        seen.extend((signature_name, v.shape) for v in inputs.values())
+        return real_run(self, signature_name, inputs, output_filter)
+
+    monkeypatch.setattr(Servable, "run", spy)
+    repo = ModelRepository(tiny_base)
+    repo.get("tiny", 2, warm_up_batches=WARM_UP_BATCHES)
+    assert [shape for name, shape in seen if name == "serving_default"] == [(b, 3) for b in WARM_UP_BATCHES]
+    seen.clear()
+    repo.get("tiny", 1)
+    assert [shape for name, shape in seen if name == "serving_default"] == [(1, 3)]
