@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from edge_helpers import needs_clip
+from tests.edge_stage.edge_helpers import needs_clip
 
 from pipeline.edge_stage.capture import Capture, Frame, open_cv
 from pipeline.metrics import Registry
