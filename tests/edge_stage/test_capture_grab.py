@@ -6,11 +6,11 @@ import threading
 
 import numpy as np
 import pytest
-from tests.edge_stage.edge_helpers import needs_clip
 
 from pipeline.edge_stage.capture import Capture, Frame, open_cv
 from pipeline.metrics import Registry
 from pipeline.settings import SAMPLE_CLIP
+from tests.edge_stage.edge_helpers import needs_clip
 
 pytestmark = [pytest.mark.unit, needs_clip]
 
