@@ -186,8 +186,8 @@ class RuleSettings(Section):
         0.02,
         ge=0,
         lt=0.5,
-        description="Line rules: a side counts only this far (normalised) from the line, so feet jittering"
-        " on it count no crossing.",
+        description="Line and zone rules: a side of a line, or inside/outside a zone, counts only this far"
+        " (normalised) past it, so feet jittering on it count no crossing and no new stay.",
     )
 
 

@@ -105,6 +105,25 @@ def committed_side(line: Segment, p: Point, margin: float, current: int | None) 
     return current
 
 
+def distance_to_segment(p: Point, a: Point, b: Point) -> float:
+    dx, dy = b[0] - a[0], b[1] - a[1]
+    length2 = dx * dx + dy * dy
+    t = 0.0 if length2 <= _EPS else max(0.0, min(1.0, ((p[0] - a[0]) * dx + (p[1] - a[1]) * dy) / length2))
+    return math.hypot(p[0] - (a[0] + t * dx), p[1] - (a[1] + t * dy))
+
+
+def in_zone_with_hysteresis(p: Point, polygon: Sequence[Point], margin: float, was_inside: bool) -> bool:
+    """Zone membership with a band of ``margin`` around the polygon's edges: an anchor outside
+    enters only once it is ``margin`` inside, and an anchor inside leaves only once it is
+    ``margin`` outside; in the band it keeps its state (feet jittering on an edge are no new stay)."""
+    inside = point_in_polygon(p, polygon)
+    if margin <= 0.0 or inside == was_inside:
+        return inside
+    n = len(polygon)
+    edge = min(distance_to_segment(p, polygon[i], polygon[(i + 1) % n]) for i in range(n))
+    return inside if edge >= margin else was_inside
+
+
 def point_in_polygon(p: Point, polygon: Sequence[Point]) -> bool:
     """Even-odd ray casting. Points exactly on an edge may fall either way (edges are measure
     zero in normalised float coordinates, and rules only need a consistent answer)."""

@@ -10,7 +10,8 @@ Kinds (all filtered by camera, label — an empty label list means any label —
 * ``presence``: the track's fused score reaches ``min_score`` (anchor inside ``zone`` if one is
   set). Once per track.
 * ``zone``: the track's anchor is inside ``zone``. Once per stay; leaving and re-entering is a
-  new stay. A track first seen inside counts as entering.
+  new stay, with ``hysteresis`` (entering and leaving need the anchor that far past the edge).
+  A track first seen inside counts as entering.
 * ``dwell``: the anchor has been inside ``zone`` for at least ``dwell_s``, judged at the
   track's events (the edge's keepalives bound the delay). Once per stay.
 * ``line``: the anchor moved across ``line`` in ``direction`` (see :mod:`pipeline.operators.geometry`
@@ -43,6 +44,7 @@ from pipeline.operators.geometry import (
     anchor_point,
     committed_side,
     crossing,
+    in_zone_with_hysteresis,
     point_in_polygon,
     polygon_problem,
     signed_distance,
@@ -287,9 +289,11 @@ def _presence(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire:
 
 
 def _stay(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: bool, anchor: Point) -> _Step:
-    """Zone entry and dwell: both are 'inside for at least X' (X = 0 for entry), once per stay."""
-    inside = _in_zone(spec, anchor)
+    """Zone entry and dwell: both are 'inside for at least X' (X = 0 for entry), once per stay.
+    Membership has the rule's ``hysteresis`` band around the zone's edges (see
+    :func:`pipeline.operators.geometry.in_zone_with_hysteresis`)."""
     was_inside = bool(st.get("inside", False))
+    inside = spec.zone is None or in_zone_with_hysteresis(anchor, spec.zone, spec.hysteresis, was_inside)
     since: int | None = int(st["since"]) if was_inside and st.get("since") is not None else None
     fired = bool(st.get("fired", False)) and was_inside
     if not inside:

@@ -241,3 +241,10 @@ def test_line_state_written_before_hysteresis_still_counts() -> None:
     spec = RuleSpec("l", "line", line=LINE)
     res = evaluate(spec, obs(0.4, t=200), {"prev": [0.6, 0.8], "t": 0})
     assert res.hit is not None and res.state is not None and res.state["side"] is not None
+
+
+def test_feet_jittering_on_a_zone_edge_make_one_stay() -> None:
+    spec = RuleSpec("z", "zone", zone=ZONE, hysteresis=0.02, cooldown_s=0)  # left edge at x = 0.5
+    jitter = [obs(x, t=i * 200) for i, x in enumerate([0.4, 0.51, 0.49, 0.515, 0.495, 0.52, 0.6, 0.7])]
+    assert len(run(spec, jitter)) == 1
+    assert len(run(RuleSpec("z", "zone", zone=ZONE, hysteresis=0.0, cooldown_s=0), jitter)) == 3
