@@ -35,9 +35,6 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 
-BRIDGE_READY = r"bridge \S+ ready"  # same as pipeline.demo (not imported: it pulls in the edge stage)
-CLOUD_READY = r"cloud stage ready"
-
 
 @dataclass
 class KafkaEvents:
@@ -180,12 +177,11 @@ class ChaosEnv:
 
     # ------------------------------------------------------------------ services
 
-    def service(self, settings: Settings, name: str, args: list[str], ready: str, *,
+    def service(self, settings: Settings, name: str, args: list[str], *,
                 start: bool = True, start_timeout_s: float = 180.0) -> PipelineService:  # fmt: skip
         """``pipeline <args>`` as a child process (stopped on close)."""
         config = self.write_config(settings, name)
-        svc = PipelineService(name, Path(settings.local.run_dir), config, args, ready,
-                              start_timeout_s=start_timeout_s)  # fmt: skip
+        svc = PipelineService(name, Path(settings.local.run_dir), config, args, start_timeout_s=start_timeout_s)
         self.stack.callback(svc.stop)
         if start:
             svc.start()
@@ -194,12 +190,12 @@ class ChaosEnv:
     def bridge(self, settings: Settings, name: str = "bridge", **bridge: Any) -> PipelineService:
         if bridge:
             settings = settings.model_copy(update={"bridge": settings.bridge.model_copy(update=bridge)})
-        return self.service(settings, name, ["bridge"], BRIDGE_READY)
+        return self.service(settings, name, ["bridge"])
 
     def cloud(self, settings: Settings, name: str = "cloud", *, start: bool = True, **cloud: Any) -> PipelineService:
         if cloud:
             settings = settings.model_copy(update={"cloud": settings.cloud.model_copy(update=cloud)})
-        return self.service(settings, name, ["cloud"], CLOUD_READY, start=start)
+        return self.service(settings, name, ["cloud"], start=start)
 
     def scripted_edge_child(self, settings: Settings, stream_args: list[str], name: str = "edge", *,
                             wrap: Sequence[str] = ()) -> PipelineService:  # fmt: skip
@@ -219,7 +215,7 @@ class _ModuleService(PipelineService):
     """``python -m pipeline.chaos.scripted_edge --config FILE ...``."""
 
     def __init__(self, name: str, data_dir: Path, config: Path, args: list[str], wrap: Sequence[str] = ()) -> None:
-        super().__init__(name, data_dir, config, args, r"scripted edge ready", start_timeout_s=60.0)
+        super().__init__(name, data_dir, config, args, start_timeout_s=60.0)
         self.wrap = list(wrap)
 
     def command(self) -> list[str]:
