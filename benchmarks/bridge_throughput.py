@@ -42,7 +42,6 @@ from pipeline.settings import Settings
 
 GROUP = "bridge"
 # what `pipeline bridge` logs once subscribed and assigned (pipeline/bridge/service.py)
-BRIDGE_READY = r"bridge \S+ ready"
 CAMS = 8
 FEEDERS = 2
 
@@ -58,7 +57,7 @@ def _service(kind: str, settings: Settings) -> PipelineService:
     cfg.write_text(settings.to_yaml())
     if kind == "naive":
         return NaiveBridge("naive-bridge", run, cfg, [], r"naive bridge ready", start_timeout_s=60)
-    return PipelineService("bridge", run, cfg, ["bridge"], BRIDGE_READY, start_timeout_s=60)
+    return PipelineService("bridge", run, cfg, ["bridge"], start_timeout_s=60)
 
 
 class Offsets:

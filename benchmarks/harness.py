@@ -191,8 +191,6 @@ def cut_clip(
 # --------------------------------------------------------------------------- pipeline services
 
 # what the commands log once they serve (pipeline/bridge/service.py, pipeline/cloud_stage/app.py)
-BRIDGE_READY = r"bridge \S+ ready"
-CLOUD_READY = r"cloud (stage|worker) ready"
 
 
 def bridge_and_cloud(settings: Settings) -> tuple[Any, Any, Path]:
@@ -203,6 +201,6 @@ def bridge_and_cloud(settings: Settings) -> tuple[Any, Any, Path]:
     run = Path(settings.local.run_dir)
     cfg = run / "settings.yaml"
     cfg.write_text(settings.to_yaml())
-    bridge = PipelineService("bridge", run, cfg, ["bridge"], BRIDGE_READY, start_timeout_s=90)
-    cloud = PipelineService("cloud", run, cfg, ["cloud"], CLOUD_READY, start_timeout_s=180)
+    bridge = PipelineService("bridge", run, cfg, ["bridge"], start_timeout_s=90)
+    cloud = PipelineService("cloud", run, cfg, ["cloud"], start_timeout_s=180)
     return bridge, cloud, run

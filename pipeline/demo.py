@@ -28,10 +28,6 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 # What each command logs once it serves (see their modules).
-BRIDGE_READY = r"bridge \S+ ready"
-CLOUD_READY = r"cloud stage ready"
-HISTORY_READY = r"history store ready"
-CONSOLE_READY = r"console ready at"
 
 
 WARM_UP_S = 5.0  # alerts of events captured in the edge's first seconds are reported apart
@@ -136,16 +132,16 @@ def run_demo(
         print_fn(
             f">> MQTT {s.mqtt.host}:{s.mqtt.port}  Kafka {s.kafka.bootstrap_servers}  model {s.model_server.address}"
         )
-        bridge = PipelineService("bridge", run_dir, config_file, ["bridge"], BRIDGE_READY)
-        cloud = PipelineService("cloud", run_dir, config_file, ["cloud"], CLOUD_READY)
+        bridge = PipelineService("bridge", run_dir, config_file, ["bridge"])
+        cloud = PipelineService("cloud", run_dir, config_file, ["cloud"])
 
         def on_alert(r: ReceivedAlert) -> None:
             print_fn(format_alert(r))
 
         with ExitStack() as parts:
             if console:  # the alert history (SQLite) and the operator console
-                parts.enter_context(PipelineService("history", run_dir, config_file, ["history"], HISTORY_READY))
-                parts.enter_context(PipelineService("console", run_dir, config_file, ["console"], CONSOLE_READY))
+                parts.enter_context(PipelineService("history", run_dir, config_file, ["history"]))
+                parts.enter_context(PipelineService("console", run_dir, config_file, ["console"]))
                 who = f"user admin, password {password} (this run only)" if password else "users from console.*"
                 print_fn(f">> console: http://{s.console.host}:{s.console.port}/  {who}")
             parts.enter_context(bridge)

@@ -22,6 +22,7 @@ from pipeline.bridge.uplink import Uplink
 from pipeline.compat.kafka_python import use_compiled_crc32c
 from pipeline.errors import BrokerUnavailable
 from pipeline.metrics import Registry, serve_http
+from pipeline.readiness import mark_ready
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ def run_bridge(settings: Settings, stop: threading.Event, registry: Registry | N
                 ready = True
                 log.info("bridge %s ready (subscribed %s, downlink assigned)", settings.bridge.client_id,
                          bridge.uplink.subscription)  # fmt: skip
+                mark_ready(f"bridge {settings.bridge.client_id}")
             if time.monotonic() - last_report >= 30:
                 last_report = time.monotonic()
                 log.info("bridge: %s inflight=%d", _summary(bridge.metrics), bridge.uplink.inflight)

@@ -101,8 +101,7 @@ def _cloud_side(env: ChaosEnv, settings: Settings, *, bridges: int = 1, cloud: b
     bs: list[ChildProcess] = []
     for i in range(bridges):
         b = settings.bridge.model_copy(update={"client_id": f"{settings.bridge.client_id}-{i}"})
-        bs.append(env.service(settings.model_copy(update={"bridge": b}), f"bridge{i}", ["bridge"],
-                              r"bridge \S+ ready", start=False))  # fmt: skip
+        bs.append(env.service(settings.model_copy(update={"bridge": b}), f"bridge{i}", ["bridge"], start=False))
     cs: list[ChildProcess] = [env.cloud(settings, start=False)] if cloud else []
     _start_all(*bs, *cs)
     sub = env.subscriber(settings) if cloud else None

@@ -29,6 +29,7 @@ from pipeline.compat.paho_uplink import queued_publishes
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
 from pipeline.metrics import Registry
+from pipeline.readiness import mark_ready
 from pipeline.settings import CameraSettings, Settings, load_settings
 from pipeline.topics import Kind, Topics
 
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         edge.publisher.wait_connected(60)
         log.info("%s (outbox %s, resuming at %d)", EDGE_READY, settings.edge.outbox_path, edge.emitted())
+        mark_ready("scripted edge")
         ok = edge.wait("drained", a.drain_timeout)
         log.info("scripted edge done: emitted=%d outbox=%d", edge.emitted(), edge.outbox.depth())
     finally:

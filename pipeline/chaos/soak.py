@@ -30,7 +30,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.chaos.rig import BRIDGE_READY, ChaosEnv
+from pipeline.chaos.rig import ChaosEnv
 from pipeline.chaos.scripted_edge import ScriptedEdge
 from pipeline.chaos.soak_faults import FaultRecord, FaultRunner, LinkTarget, ProcessTarget, Target
 from pipeline.chaos.soak_schedule import KINDS, FaultKind, SoakPlan, make_schedule
@@ -200,7 +200,7 @@ def _drain(edge: ScriptedEdge, n: int, alerts: Callable[[], int], expected: int)
 
 def _bridge(env: ChaosEnv, settings: Settings, i: int) -> ChildProcess:
     b = settings.bridge.model_copy(update={"client_id": f"{settings.bridge.client_id}-{i}"})
-    return env.service(settings.model_copy(update={"bridge": b}), f"bridge{i}", ["bridge"], BRIDGE_READY, start=False)
+    return env.service(settings.model_copy(update={"bridge": b}), f"bridge{i}", ["bridge"], start=False)
 
 
 def _start_parallel(services: list[ChildProcess]) -> None:

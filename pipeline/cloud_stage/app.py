@@ -44,6 +44,7 @@ from pipeline.hard_examples.recorder import HardExampleRecorder
 from pipeline.metrics import Registry
 from pipeline.operators.rules import state_key
 from pipeline.operators.schema import Event, Rejected, encode_alert
+from pipeline.readiness import mark_ready
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -346,6 +347,7 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
     @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _on_ready(app: faust.App, *args: Any, **kwargs: Any) -> None:
         log.info("cloud stage ready: partitions assigned and tables recovered")
+        mark_ready("cloud stage")
 
     @app.page("/metrics")
     async def _metrics(web: Any, request: Any) -> Any:

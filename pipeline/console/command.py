@@ -10,6 +10,7 @@ import sys
 from typing import Any
 
 from pipeline.cli_support import add_override
+from pipeline.readiness import mark_ready
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def serve(settings: Settings, *, sock: socket.socket | None = None) -> int:
     server = uvicorn.Server(config)
     print(f"console ready at http://{host}:{port}/ (history: {store.dialect} {store.where})", flush=True)
     log.info("console ready at http://%s:%d/", host, port)
+    mark_ready(f"console http://{host}:{port}/")
     try:
         server.run(sockets=[sock])
     finally:

@@ -32,6 +32,7 @@ from pipeline.history.store import HistoryStore, StoredAlert, TrackCrop
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Rejected, decode_alert, decode_event
 from pipeline.operators.wire import dead_letter, encode_dead_letter
+from pipeline.readiness import mark_ready
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class HistoryConsumer:
     def _on_assigned(self, assigned: Any) -> None:
         if not self.ready.is_set():
             log.info("history store ready (%d partitions)", len(assigned))
+            mark_ready("history store")
         self.ready.set()
 
     def run(self, stop: threading.Event) -> None:

@@ -46,6 +46,7 @@ class ChildProcess:
         self.log_path = self.data_dir / f"{self.name}.log"
         self.startup_s: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._terminating = False  # SIGTERM sent by terminate(), not yet waited for
 
     # ---- what subclasses provide
     def command(self) -> list[str]:
@@ -128,9 +129,10 @@ class ChildProcess:
         if proc is None:
             return None
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            # A suspended (SIGSTOP) child would hold the SIGTERM pending until the timeout.
-            proc.send_signal(signal.SIGCONT)
+            if not self._terminating:  # a second SIGTERM can cut a clean shutdown short (Faust)
+                proc.send_signal(signal.SIGTERM)
+                # A suspended (SIGSTOP) child would hold the SIGTERM pending until the timeout.
+                proc.send_signal(signal.SIGCONT)
             try:
                 proc.wait(timeout_s if timeout_s is not None else self.stop_timeout_s)
             except subprocess.TimeoutExpired:
@@ -138,7 +140,16 @@ class ChildProcess:
                 proc.kill()
                 proc.wait()
         self._proc = None
+        self._terminating = False
         return proc.returncode
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting (several children stop at once; :meth:`stop` then waits)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None and not self._terminating:
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGCONT)
+            self._terminating = True
 
     def kill(self) -> None:
         """SIGKILL without warning: for fault tests (what a crash or power loss leaves behind)."""
@@ -149,6 +160,7 @@ class ChildProcess:
             proc.kill()
         proc.wait()
         self._proc = None
+        self._terminating = False
 
     def restart(self) -> Self:
         """Stop if running, then start again on the same port with the same data dir."""

@@ -32,8 +32,6 @@ from tests.bridge.bridge_helpers import (
 
 pytestmark = pytest.mark.integration
 
-READY = r"bridge \S+ ready"
-
 
 def seqs_in_kafka(settings: Settings, min_count: int, timeout_s: float = 30) -> Counter[tuple[str, int]]:
     records = read_topic(settings, settings.kafka.events_topic, min_count=min_count, timeout_s=timeout_s,
@@ -69,7 +67,7 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
     settings = bridge_settings(make_settings, health_port=free_port(), persistent_session=True)
     config = tmp_path / "bridge.yaml"
     config.write_text(settings.to_yaml())
-    bridge = PipelineService("bridge", tmp_path / "bridge", config, ["bridge"], READY, start_timeout_s=60)
+    bridge = PipelineService("bridge", tmp_path / "bridge", config, ["bridge"], start_timeout_s=60)
     n, cams = 600, ("cam-1", "cam-2")
     published = threading.Event()
     with mqtt_peer(settings) as edge:

@@ -93,7 +93,7 @@ class CloudWorker(PipelineService):
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir / "cloud.yaml"
         config.write_text(settings.to_yaml())
-        super().__init__("cloud", data_dir, config, ["cloud"], r"cloud stage ready", start_timeout_s=90)
+        super().__init__("cloud", data_dir, config, ["cloud"], start_timeout_s=90)
 
     def diagnose(self, lines: int = 400) -> str:
         """The log tail after asking the worker for its task stacks (SIGUSR1): for failure messages."""

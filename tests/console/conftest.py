@@ -25,7 +25,6 @@ import uvicorn
 from pipeline.console.app import build_app
 from pipeline.console.auth import hash_password
 from pipeline.console.feed import ConsoleFeed
-from pipeline.demo import BRIDGE_READY, CLOUD_READY
 from pipeline.history.consumer import HistoryConsumer
 from pipeline.history.store import HistoryStore
 from pipeline.local_stack.kafka_topics import ensure_topics
@@ -67,8 +66,8 @@ def console_stack(
     config = run_dir / "settings.yaml"
     config.write_text(settings.to_yaml())
     with ExitStack() as stack:
-        stack.enter_context(PipelineService("bridge", run_dir, config, ["bridge"], BRIDGE_READY))
-        stack.enter_context(PipelineService("cloud", run_dir, config, ["cloud"], CLOUD_READY, start_timeout_s=180))
+        stack.enter_context(PipelineService("bridge", run_dir, config, ["bridge"]))
+        stack.enter_context(PipelineService("cloud", run_dir, config, ["cloud"], start_timeout_s=180))
         metrics = Registry()
         store = HistoryStore(settings.history.database_url)
         store.migrate()

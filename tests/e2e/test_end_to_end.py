@@ -18,7 +18,6 @@ from kafka import KafkaConsumer, TopicPartition
 
 from pipeline import testing
 from pipeline.alerts_subscriber import AlertStats, AlertSubscriber
-from pipeline.demo import BRIDGE_READY, CLOUD_READY
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.operators.schema import Event, Rejected, decode_event
@@ -70,8 +69,8 @@ def cloud_side(settings: Settings, run_dir: Path) -> Iterator[AlertStats]:
     config = run_dir / "settings.yaml"
     config.write_text(settings.to_yaml())
     with ExitStack() as stack:
-        stack.enter_context(PipelineService("bridge", run_dir, config, ["bridge"], BRIDGE_READY))
-        stack.enter_context(PipelineService("cloud", run_dir, config, ["cloud"], CLOUD_READY, start_timeout_s=180))
+        stack.enter_context(PipelineService("bridge", run_dir, config, ["bridge"]))
+        stack.enter_context(PipelineService("cloud", run_dir, config, ["cloud"], start_timeout_s=180))
         subscriber = stack.enter_context(AlertSubscriber(settings, f"{settings.mqtt.topic_prefix}-subscriber"))
         yield subscriber.stats
         subscriber.wait_quiet(quiet_s=6.0, timeout_s=120.0)

@@ -69,7 +69,7 @@ class HistoryProcess(PipelineService):
         data_dir.mkdir(parents=True, exist_ok=True)
         config = data_dir / "history.yaml"
         config.write_text(settings.to_yaml())
-        super().__init__("history", data_dir, config, ["history"], r"history store ready", start_timeout_s=90)
+        super().__init__("history", data_dir, config, ["history"], start_timeout_s=90)
 
 
 def test_consumer_killed_mid_batch_loses_nothing(

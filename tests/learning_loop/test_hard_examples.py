@@ -45,7 +45,7 @@ def test_disagreements_become_a_dataset_and_a_report(
     )  # fmt: skip
     config = tmp_path / "cloud.yaml"
     config.write_text(s.to_yaml())
-    worker = PipelineService("cloud", tmp_path / "cloud", config, ["cloud"], r"cloud stage ready", start_timeout_s=120)
+    worker = PipelineService("cloud", tmp_path / "cloud", config, ["cloud"], start_timeout_s=120)
     listener = Listener(s)
     try:
         worker.start()

@@ -83,3 +83,23 @@ def test_make_settings_isolates_tests(make_settings: Callable[..., Settings]) ->
     assert a.kafka.events_topic != b.kafka.events_topic
     assert b.edge.site == "s9" and b.kafka.partitions == 2
     assert b.kafka.bootstrap_servers == a.kafka.bootstrap_servers and b.kafka.fast_group_join
+
+
+def test_a_service_is_ready_when_it_says_so_not_when_a_log_line_appears(tmp_path: Path) -> None:
+    """PipelineService waits for the ready file the command writes (pipeline.readiness)."""
+    import sys
+
+    from pipeline.local_stack.pipeline_service import PipelineService
+
+    class Sleeper(PipelineService):
+        def command(self) -> list[str]:
+            code = ("import sys, time; print('ready ready ready', flush=True); time.sleep(0.3);"
+                    " from pipeline.readiness import mark_ready; mark_ready('sleeper'); time.sleep(60)")  # fmt: skip
+            return [sys.executable, "-c", code]
+
+    svc = Sleeper("sleeper", tmp_path, tmp_path / "unused.yaml", [], start_timeout_s=30)
+    svc.ready_file.parent.mkdir(parents=True, exist_ok=True)
+    svc.ready_file.write_text("1 stale\n")  # left by an earlier run: prepare() removes it
+    with svc:
+        assert svc.ready_file.read_text() == f"{svc.pid} sleeper\n"
+        assert svc.startup_s is not None and svc.startup_s >= 0.3, "the log line alone did not count"
