@@ -1,5 +1,6 @@
 # Project image for the cloud side: `pipeline bridge` and `pipeline cloud` (the Faust worker)
-# are this one image with different commands (docker-compose.yml). Only the `cloud` extra is
+# (and `pipeline history`, `pipeline console`) are this one image with different commands
+# (docker-compose.yml). Only the `cloud` extra (which holds the console's web stack) is
 # installed; camera nodes use Dockerfile.edge. No secret is read at build time: every
 # setting comes from PIPELINE_* environment variables when the container starts.
 #

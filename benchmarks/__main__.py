@@ -24,6 +24,7 @@ from benchmarks.table import Row, machine_info, render_markdown, render_text, to
 
 # name -> (module, what it measures); run in this order
 BENCHMARKS: dict[str, tuple[str, str]] = {
+    "accuracy": ("benchmarks.accuracy", "detection, tracking vs reference trackers, counts and alerts vs ground truth"),
     "edge_cost": ("benchmarks.edge_cost", "edge cost per frame by stage, gate on/off, RSS, int8 vs fp32"),
     "bandwidth": ("benchmarks.bandwidth", "bytes published vs video bytes vs a 2 Mbit/s H.264 stream"),
     "inference_batching": ("benchmarks.inference_batching", "micro-batched vs one Predict per event"),
@@ -44,6 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="Short runs, one repeat (under 3 minutes).")
     p.add_argument("--only", metavar="NAME[,NAME]", help=f"Run only these: {', '.join(BENCHMARKS)}.")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"Output folder (default {DEFAULT_OUT}).")
+    p.add_argument("--gt", type=Path, help="accuracy: PETS09-S2L1 ground truth file (default: ../shared/data/...).")
+    p.add_argument("--video", type=Path, help="accuracy: vtest.avi (default: cached, else from Debian opencv-doc).")
+    p.add_argument("--no-pipeline", action="store_true", help="accuracy: skip the run through the local stack.")
     p.add_argument("--keep-work", action="store_true", help="Keep the scratch folder (clips, child logs).")
     args = p.parse_args(argv)
     names = list(BENCHMARKS)
@@ -67,7 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         filename=str(work / "benchmarks.log"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    ctx = Context(quick=args.quick, out_dir=out, work_dir=work)
+    ctx = Context(
+        quick=args.quick,
+        out_dir=out,
+        work_dir=work,
+        options={"gt": args.gt, "video": args.video, "no_pipeline": args.no_pipeline},
+    )
     ctx.log(f"benchmarks {', '.join(args.names)} ({'quick' if args.quick else 'full'}); scratch {work}")
     rows: list[Row] = []
     series: dict[str, object] = {}

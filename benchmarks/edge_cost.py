@@ -1,7 +1,7 @@
 """Edge cost per frame by stage, frames per second per core with the motion gate on and off, the
 cost of a gated-off frame, the edge's peak RSS, and the int8 vs fp32 detector.
 
-The per-stage loop below is the camera worker's loop (``pipeline/edge_stage/runner.py``) with a
+The per-stage loop below is the camera worker's frame step (``pipeline/edge_stage/frame_step.py``) with a
 timer around each stage, on a file read as fast as it decodes (sampled at ``detect_fps`` by media
 time, as ``pipeline edge`` does for non-realtime files):
 
@@ -32,10 +32,11 @@ from pipeline.edge_stage.capture import Capture
 from pipeline.edge_stage.detectors import Detector, make_detector
 from pipeline.edge_stage.events import EventBuilder
 from pipeline.edge_stage.motion_gate import MotionGate, detection_roi
+from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections
 from pipeline.metrics import Registry
 from pipeline.operators.schema import encode_event
 from pipeline.operators.track_events import TrackEventPolicy
-from pipeline.operators.tracking import Detection, Tracker
+from pipeline.operators.tracking import Detection
 from pipeline.settings import SAMPLE_CLIP, CameraSettings, EdgeSettings
 
 STAGES = ("decode", "motion_gate", "detect", "track", "encode")
@@ -76,10 +77,10 @@ def profile_clip(
     stop = threading.Event()
     cap = Capture("bench", str(clip), detect_fps=lambda: detect_fps, realtime=False, stop=stop, metrics=Registry())
     motion_gate = MotionGate(camera.motion_threshold, camera.masks)
-    tracker = Tracker(max_missed=EdgeSettings().track_max_missed)
+    edge = EdgeSettings()
+    tracker = make_tracker(edge, camera)
     policy = TrackEventPolicy(keepalive_ms=int(EdgeSettings().keepalive_event_s * 1000))
     builder = EventBuilder("bench", "bench", detector.tag)
-    labels = set(camera.labels)
     prof = Profile(clip.name, gate)
     st = prof.stage_s
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -106,10 +107,11 @@ def profile_clip(
             t2 = time.perf_counter()
             st["motion_gate"].append(t2 - t1)
             if moving:
-                dets = [d for d in detector.detect(img, roi) if d.score >= camera.min_score and d.label in labels]
+                raw = detector.detect(img, roi)
                 t3 = time.perf_counter()
                 st["detect"].append(t3 - t2)
-                update = tracker.update(dets, ts)
+                # selection + appearance features count as tracking cost (they exist for the tracker)
+                update = tracker.update(prepare_detections(img, raw, camera, edge), ts)
             else:
                 prof.gated += 1
                 t3 = t2
@@ -204,13 +206,17 @@ def compare_detectors(clip: Path, frames: int, min_score: float = 0.35) -> tuple
 # --------------------------------------------------------------------------- peak RSS
 
 
-def edge_peak_rss_mb(ctx: Context, clip: Path) -> float:
-    """Run ``pipeline edge`` on the clip as a child process; its peak RSS from ``wait4``."""
-    settings = ctx.fresh_settings("rss", edge={"final_ack_wait_s": 0.0, "ack_timeout_s": 3600.0})
+def edge_peak_rss_mb(ctx: Context, clip: Path, cameras: int = 1, pool: int | None = None) -> float:
+    """Run ``pipeline edge`` on the clip (``cameras`` cameras reading it) as a child process; its
+    peak RSS from ``wait4``. ``pool``: ``edge.detector_pool`` (None = auto, 0 = one per camera)."""
+    cams = [{"id": f"cam-{i + 1}", "source": str(clip), "realtime": False} for i in range(cameras)]
+    settings = ctx.fresh_settings(
+        "rss", edge={"final_ack_wait_s": 0.0, "ack_timeout_s": 3600.0, "cameras": cams, "detector_pool": pool}
+    )
     cfg = settings.local.run_dir / "edge.yaml"
     cfg.write_text(settings.to_yaml())
     log = settings.local.run_dir / "edge.log"
-    cmd = [sys.executable, "-m", "pipeline.cli", "--config", str(cfg), "edge", "--source", str(clip)]
+    cmd = [sys.executable, "-m", "pipeline.cli", "--config", str(cfg), "edge"]
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
@@ -243,6 +249,59 @@ def _best(profiles: list[Profile]) -> Profile:
     return ranked[len(ranked) // 2]
 
 
+# --------------------------------------------------------------------------- speed choices
+
+# name -> edge settings; the first is the baseline (the default before issue 18: 512 px, 2 threads)
+CHOICES: dict[str, dict[str, object]] = {
+    "512 px, 2 threads": {"detector_input_size": 512, "detector_threads": 2},
+    "512 px, 1 thread": {"detector_input_size": 512, "detector_threads": 1},
+    "384 px, 1 thread": {"detector_input_size": 384, "detector_threads": 1},
+    "320 px, 1 thread": {"detector_input_size": 320, "detector_threads": 1},
+}
+
+
+def choice_rows(ctx: Context, max_frames: int | None) -> tuple[list[Row], dict[str, object]]:
+    """Per detector choice, on the sample clip with the gate on: ms/frame by stage, cameras/core.
+
+    Recall and IDF1 of each choice come from the accuracy benchmark (variants fp32, fp32-384,
+    fp32-320 at 5 fps), reported beside these rows in benchmarks/RESULTS.md.
+    """
+    profiles: dict[str, Profile] = {}
+    for name, update in CHOICES.items():
+        ctx.log(f"edge cost: detector choice {name}, {ctx.repeats} run(s)")
+        detector = make_detector(EdgeSettings().model_copy(update=update))
+        try:
+            profile_clip(SAMPLE_CLIP, gate=True, detector=detector, max_frames=3)  # warm up
+            runs = [profile_clip(SAMPLE_CLIP, gate=True, detector=detector, max_frames=max_frames)
+                    for _ in range(ctx.repeats)]  # fmt: skip
+        finally:
+            detector.close()
+        profiles[name] = _best(runs)
+        p = profiles[name]
+        ctx.log(f"   {name}: {p.fps_per_core or 0:.1f} frames/s/core, detect {p.stage_ms_mean()['detect']:.1f} ms")
+    base_name = next(iter(CHOICES))
+    base = profiles[base_name]
+    rows: list[Row] = []
+    for name, p in profiles.items():
+        cams = None if p.fps_per_core is None else p.fps_per_core / DETECT_FPS
+        base_cams = None if base.fps_per_core is None else base.fps_per_core / DETECT_FPS
+        stages = p.stage_ms_mean()
+        rows.append(
+            Row.make(
+                f"cameras per core at 5 fps, {name}",
+                cams,
+                "cams",
+                baseline=base_cams if name != base_name else None,
+                baseline_label=base_name if name != base_name else "",
+                target=at_least(4),
+                group=GROUP,
+                note="ms/frame: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
+            )
+        )
+    series = {name: {"stage_ms": p.stage_ms_mean(), "fps_per_core": p.fps_per_core} for name, p in profiles.items()}
+    return rows, series
+
+
 def run(ctx: Context) -> BenchResult:
     still_s = 10.0 if ctx.quick else 20.0
     still = still_clip(ctx.work_dir / f"still_{still_s:.0f}s.mp4", still_s)
@@ -258,12 +317,16 @@ def run(ctx: Context) -> BenchResult:
             f" {p.wall_s:.1f} s wall"
         )
 
+    choices, choice_series = choice_rows(ctx, max_frames)
     ctx.log("edge cost: int8 vs fp32 detector")
     frames = 15 if ctx.quick else 100
     times, n_fp, n_int, n_match = compare_detectors(SAMPLE_CLIP, frames)
     ctx.log("edge cost: peak RSS of `pipeline edge` on the clip (child process)")
     rss_clip = cut_clip(ctx.work_dir / "clip_10s.mp4", 10.0) if ctx.quick else SAMPLE_CLIP
     rss = median(edge_peak_rss_mb(ctx, rss_clip) for _ in range(1 if ctx.quick else 2))
+    ctx.log("edge cost: peak RSS with 4 cameras, shared interpreter pool vs one interpreter per camera")
+    rss4 = {pool: median(edge_peak_rss_mb(ctx, rss_clip, cameras=4, pool=pool) for _ in range(1 if ctx.quick else 2))
+            for pool in (None, 0)}  # fmt: skip
 
     rows: list[Row] = []
     for label, what in (("clip", "sample clip"), ("still", "still scene")):
@@ -317,6 +380,19 @@ def run(ctx: Context) -> BenchResult:
             )
         )
     rows.append(Row.make("edge peak RSS (`pipeline edge`, 1 camera)", rss, "MB", group=GROUP))
+    rows.append(
+        Row.make(
+            "edge peak RSS, 4 cameras (shared interpreter pool)",
+            rss4[None],
+            "MB",
+            baseline=rss4[0],
+            baseline_label="1 interpreter per camera",
+            target=at_most(250),
+            group=GROUP,
+            note=f"pool of {min(4, os.cpu_count() or 1)} single-threaded interpreters (edge.detector_pool auto)",
+        )
+    )
+    rows += choices
     fp_ms, int_ms = quantile([1000 * t for t in times["fp32"]], 0.5), quantile([1000 * t for t in times["int8"]], 0.5)
     rows.append(
         Row.make(
@@ -338,5 +414,7 @@ def run(ctx: Context) -> BenchResult:
         "fps_per_core": {k: p.fps_per_core for k, p in runs.items()},
         "gated_frame_ms": gated_ms,
         "detector_ms": {k: [1000 * t for t in v] for k, v in times.items()},
+        "choices": choice_series,
+        "rss_4_cameras_mb": {"pool": rss4[None], "per_camera": rss4[0]},
     }
     return BenchResult(rows, series)

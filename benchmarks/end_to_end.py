@@ -16,17 +16,13 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from benchmarks.harness import BenchResult, Context, cut_clip, quantile
+from benchmarks.harness import BenchResult, Context, bridge_and_cloud, cut_clip, quantile
 from benchmarks.table import Row, at_most
 from pipeline.alerts_subscriber import AlertSubscriber
 from pipeline.edge_stage.runner import run_edge
-from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.settings import SAMPLE_CLIP
 
 GROUP = "end to end"
-# what the commands log once they serve (pipeline/bridge/service.py, pipeline/cloud_stage/app.py)
-BRIDGE_READY = r"bridge \S+ ready"
-CLOUD_READY = r"cloud (stage|worker) ready"
 TARGET_MS = {"never": 250.0, "track_started": 500.0}
 
 
@@ -35,11 +31,7 @@ def run_once(ctx: Context, escalation: str, clip: Path) -> tuple[list[float], di
     settings = ctx.fresh_settings(
         f"e{escalation[:2]}", edge={"cameras": [camera], "final_ack_wait_s": 10.0}, cloud={"escalation": escalation}
     )
-    run = Path(settings.local.run_dir)
-    cfg = run / "settings.yaml"
-    cfg.write_text(settings.to_yaml())
-    bridge = PipelineService("bridge", run, cfg, ["bridge"], BRIDGE_READY, start_timeout_s=90)
-    cloud = PipelineService("cloud", run, cfg, ["cloud"], CLOUD_READY, start_timeout_s=180)
+    bridge, cloud, run = bridge_and_cloud(settings)
     ctx.log(f"end to end ({escalation}): starting bridge and cloud worker (logs in {run})")
     with bridge, cloud, AlertSubscriber(settings, f"{settings.mqtt.topic_prefix}-alerts") as subscriber:
         ctx.log(f"end to end ({escalation}): edge on {clip.name}, realtime")

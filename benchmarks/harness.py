@@ -33,6 +33,7 @@ class Context:
     out_dir: Path
     work_dir: Path  # scratch: clips, outboxes, child logs
     print_fn: Callable[[str], Any] = print
+    options: dict[str, Any] = field(default_factory=dict)  # benchmark-specific flags (e.g. --gt)
     _stack: Any = None
     _started: float = field(default_factory=time.monotonic)
 
@@ -134,9 +135,11 @@ def clip_info(path: Path = SAMPLE_CLIP) -> tuple[float, int, int, int]:
         cap.release()
 
 
-def _writer(path: Path, fps: float, w: int, h: int) -> cv2.VideoWriter:
+def _writer(path: Path, fps: float, w: int, h: int, fourcc: str = "mp4v") -> cv2.VideoWriter:
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (w, h))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h))
+    if fourcc == "MJPG":
+        writer.set(cv2.VIDEOWRITER_PROP_QUALITY, 95)
     if not writer.isOpened():
         raise RuntimeError(f"cannot write {path}")
     return writer
@@ -163,15 +166,18 @@ def still_clip(path: Path, seconds: float, *, noise_sigma: float = 2.0, source: 
     return path
 
 
-def cut_clip(path: Path, seconds: float, source: Path = SAMPLE_CLIP) -> Path:
-    """The first ``seconds`` of ``source`` (re-encoded)."""
+def cut_clip(
+    path: Path, seconds: float, source: Path = SAMPLE_CLIP, *, frames: int | None = None, fourcc: str = "mp4v"
+) -> Path:
+    """The first ``seconds`` (or ``frames``) of ``source``, re-encoded with ``fourcc`` (MJPG keeps
+    detail for accuracy work; mp4v is smaller)."""
     if path.exists():
         return path
     fps, _, w, h = clip_info(source)
     cap = cv2.VideoCapture(str(source))
-    writer = _writer(path, fps, w, h)
+    writer = _writer(path, fps, w, h, fourcc)
     try:
-        for _ in range(round(seconds * fps)):
+        for _ in range(frames if frames is not None else round(seconds * fps)):
             ok, frame = cap.read()
             if not ok:
                 break
@@ -180,3 +186,23 @@ def cut_clip(path: Path, seconds: float, source: Path = SAMPLE_CLIP) -> Path:
         writer.release()
         cap.release()
     return path
+
+
+# --------------------------------------------------------------------------- pipeline services
+
+# what the commands log once they serve (pipeline/bridge/service.py, pipeline/cloud_stage/app.py)
+BRIDGE_READY = r"bridge \S+ ready"
+CLOUD_READY = r"cloud (stage|worker) ready"
+
+
+def bridge_and_cloud(settings: Settings) -> tuple[Any, Any, Path]:
+    """``pipeline bridge`` and ``pipeline cloud`` as child processes on ``settings`` (written to the
+    run folder), not started: use them as context managers. Returns them and the run folder."""
+    from pipeline.local_stack.pipeline_service import PipelineService
+
+    run = Path(settings.local.run_dir)
+    cfg = run / "settings.yaml"
+    cfg.write_text(settings.to_yaml())
+    bridge = PipelineService("bridge", run, cfg, ["bridge"], BRIDGE_READY, start_timeout_s=90)
+    cloud = PipelineService("cloud", run, cfg, ["cloud"], CLOUD_READY, start_timeout_s=180)
+    return bridge, cloud, run

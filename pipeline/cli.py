@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "pipeline.chaos.command",  # chaos (fault scenarios and fuzzing, with a table)
     "pipeline.model_registry.command",  # models add/list/serve/publish
     "pipeline.hard_examples.command",  # report hard-examples / coco
+    "pipeline.history.command",  # history (alerts into SQL)
+    "pipeline.console.command",  # console (operator web app)
 )
 
 EPILOG = """\

@@ -8,10 +8,12 @@ summary can be shown; an MQTT alert subscriber prints each alert as it arrives.
 from __future__ import annotations
 
 import logging
+import secrets
 import shutil
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,8 @@ log = logging.getLogger(__name__)
 # What each command logs once it serves (see their modules).
 BRIDGE_READY = r"bridge \S+ ready"
 CLOUD_READY = r"cloud stage ready"
+HISTORY_READY = r"history store ready"
+CONSOLE_READY = r"console ready at"
 
 
 @dataclass
@@ -67,7 +71,25 @@ def demo_settings(base: Settings, run_dir: Path, clip: Path | None, loops: bool)
     ]
     edge = base.edge.model_copy(update={"cameras": cams, "outbox_path": run_dir / "edge-outbox.sqlite"})
     cloud = base.cloud.model_copy(update={"data_dir": run_dir / "faust"})
-    return base.model_copy(update={"edge": edge, "cloud": cloud})
+    history = base.history.model_copy(update={"database_url": f"sqlite:///{run_dir / 'history.sqlite3'}"})
+    return base.model_copy(update={"edge": edge, "cloud": cloud, "history": history})
+
+
+def console_for_demo(settings: Settings) -> tuple[Settings, str | None]:
+    """The console's settings: a one-run admin password when no users are configured, and a
+    free port when the configured one is taken. Returns (settings, that password or None)."""
+    from pipeline.console.auth import hash_password
+    from pipeline.local_stack.ports import free_port, port_open
+
+    c = settings.console
+    update: dict[str, Any] = {}
+    password = None
+    if not c.users and c.users_file is None:
+        password = secrets.token_urlsafe(12)
+        update["users"] = f"admin:admin:{hash_password(password)}"
+    if c.port == 0 or port_open(c.host, c.port):
+        update["port"] = free_port(c.host)
+    return settings.model_copy(update={"console": c.model_copy(update=update)}), password
 
 
 def run_demo(
@@ -78,6 +100,8 @@ def run_demo(
     quiet_s: float = 6.0,
     print_fn: Callable[[str], Any] = print,
     stop: threading.Event | None = None,
+    console: bool = True,
+    stay: bool = False,
 ) -> DemoResult:
     stop = stop or threading.Event()
     run_dir = (settings.local.run_dir / "demo").resolve()
@@ -87,6 +111,9 @@ def run_demo(
     print_fn(f">> starting Mosquitto, Tansu (Kafka protocol) and the TF-Serving-compatible model server in {run_dir}")
     with LocalStack(settings, run_dir) as stack:
         s = demo_settings(stack.settings, run_dir, clip, loops=False)
+        password = None
+        if console:
+            s, password = console_for_demo(s)
         config_file = run_dir / "demo-settings.yaml"
         config_file.write_text(s.to_yaml())
         print_fn(
@@ -98,7 +125,15 @@ def run_demo(
         def on_alert(r: ReceivedAlert) -> None:
             print_fn(format_alert(r))
 
-        with bridge, cloud, AlertSubscriber(s, "demo-alerts", on_alert) as subscriber:
+        with ExitStack() as parts:
+            if console:  # the alert history (SQLite) and the operator console
+                parts.enter_context(PipelineService("history", run_dir, config_file, ["history"], HISTORY_READY))
+                parts.enter_context(PipelineService("console", run_dir, config_file, ["console"], CONSOLE_READY))
+                who = f"user admin, password {password} (this run only)" if password else "users from console.*"
+                print_fn(f">> console: http://{s.console.host}:{s.console.port}/  {who}")
+            parts.enter_context(bridge)
+            parts.enter_context(cloud)
+            subscriber = parts.enter_context(AlertSubscriber(s, "demo-alerts", on_alert))
             print_fn(f">> bridge and cloud worker ready (logs: {bridge.log_path}, {cloud.log_path})")
             print_fn(f">> edge: {', '.join(f'{c.id} <- {c.source}' for c in s.edge.cameras)}")
             last = [0.0]
@@ -111,4 +146,11 @@ def run_demo(
             summary = run_edge(s, stop, progress=progress, annotate=annotate)
             print_fn(">> edge finished; waiting for the last alerts")
             subscriber.wait_quiet(quiet_s=quiet_s, timeout_s=120.0)
-    return DemoResult(summary, subscriber.stats, time.monotonic() - began)
+            result = DemoResult(summary, subscriber.stats, time.monotonic() - began)
+            if console and stay and not stop.is_set():
+                for line in result.lines():
+                    print_fn(line)
+                print_fn(f">> the console stays up at http://{s.console.host}:{s.console.port}/ until Ctrl-C")
+                while not stop.wait(1.0):
+                    pass
+    return result

@@ -10,8 +10,10 @@ import bisect
 import threading
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 Labels = tuple[tuple[str, str], ...]
+_V = TypeVar("_V")
 
 
 def _labels(kw: dict[str, str]) -> Labels:
@@ -64,23 +66,28 @@ class Registry:
 
     # ---- reading
     def counter(self, name: str, **labels: str) -> float:
+        """The sum of every series of ``name`` whose labels include ``labels``.
+
+        ``counter("frames_corrupt_total", cam="c1")`` adds up every ``why`` of camera c1, and
+        ``counter("events_total")`` every camera and type: readers ask for the slice they need
+        instead of parsing ``name{labels}`` keys of :meth:`snapshot`."""
         with self._lock:
-            series = self._counters.get(name, {})
-            if labels:
-                return series.get(_labels(labels), 0.0)
-            return sum(series.values())
+            return sum(self._matching(self._counters.get(name, {}), labels))
 
     def gauge(self, name: str, **labels: str) -> float:
         with self._lock:
             return self._gauges.get(name, {}).get(_labels(labels), 0.0)
 
     def quantile(self, name: str, q: float, **labels: str) -> float | None:
+        """Quantile ``q`` of the samples of every series of ``name`` whose labels include ``labels``."""
         with self._lock:
-            series = self._samples.get(name, {})
-            values = series.get(_labels(labels)) if labels else sorted(v for s in series.values() for v in s)
-            if not values:
-                return None
-            return values[min(len(values) - 1, int(q * len(values)))]
+            values = sorted(v for s in self._matching(self._samples.get(name, {}), labels) for v in s)
+        return percentile(values, q)
+
+    @staticmethod
+    def _matching(series: dict[Labels, _V], labels: dict[str, str]) -> list[_V]:
+        want = set(_labels(labels))
+        return [v for key, v in series.items() if want.issubset(key)]
 
     def snapshot(self) -> dict[str, float]:
         """Flat ``name{labels}: value`` view (for status messages and summaries)."""

@@ -30,10 +30,11 @@ def make_client(
     max_inflight: int = OUTGOING_INFLIGHT,
     max_queued: int = OUTGOING_QUEUE,
     reconnect_max_s: int = 30,
+    client_class: type[mqtt.Client] = mqtt.Client,
 ) -> mqtt.Client:
     """A configured, unconnected client. Bounded: beyond ``max_queued`` paho refuses publishes
     instead of growing without limit."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack)
     if settings.username:
         password = settings.password.get_secret_value() if settings.password else None
         client.username_pw_set(settings.username, password)

@@ -108,7 +108,21 @@ class ModelServerSettings(Section):
     model_base_path: Path = Field(REPO_ROOT / "models", description="TF Serving model directory.")
     timeout_s: float = Field(2.0, gt=0, description="Deadline of one Predict call.")
     max_batch: int = Field(32, ge=1, description="Largest micro-batch sent in one Predict call.")
-    max_wait_ms: float = Field(20.0, ge=0, description="Longest a request waits for its batch to fill.")
+    max_wait_ms: float = Field(
+        5.0,
+        ge=0,
+        description="Longest a request waits for others to join its batch (also the cloud worker's event"
+        " take window). Under load batches fill while the in-flight calls run, so this can stay short.",
+    )
+    max_latency_ms: float | None = Field(
+        250.0,
+        gt=0,
+        description="Server time one batch may take: caps the batch at this / the measured cost per image"
+        " (None: max_batch alone caps it). Bounds what an event in a burst waits for.",
+    )
+    max_inflight: int = Field(
+        2, ge=1, le=64, description="Predict calls out at once (one batched call keeps ~1 core of a CPU server busy)."
+    )
     queue_limit: int = Field(256, ge=1, description="Requests waiting for a batch; beyond it, fail fast.")
     breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open the circuit breaker.")
     breaker_reset_s: float = Field(5.0, gt=0, description="Open time before a trial call (half-open).")
@@ -148,6 +162,29 @@ class ModelRef(Section):
         return f"pipeline-model-v1\n{self.name}\n{self.version}\n{self.sha256}\n{self.size}".encode()
 
 
+class RuleSettings(Section):
+    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    kind: Literal["presence", "zone", "dwell", "line", "count"] = "presence"
+    labels: list[str] = Field(default_factory=lambda: ["person"])
+    cameras: list[str] | None = Field(None, description="Cameras this rule applies to; None = all.")
+    min_score: float = Field(0.5, ge=0, le=1, description="Minimum fused score.")
+    zone: list[Point] | None = Field(None, description="Polygon (normalised) for zone/dwell/count rules.")
+    line: tuple[Point, Point] | None = Field(None, description="Segment (normalised) for line rules.")
+    direction: Literal["any", "left_to_right", "right_to_left"] = "any"
+    dwell_s: float = Field(10.0, gt=0)
+    count: int = Field(5, ge=1, description="Count rule fires above this many distinct tracks...")
+    window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
+    cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
+    schedule: tuple[str, str] | None = Field(None, description="Active between HH:MM and HH:MM (UTC).")
+    hysteresis: float = Field(
+        0.02,
+        ge=0,
+        lt=0.5,
+        description="Line rules: a side counts only this far (normalised) from the line, so feet jittering"
+        " on it count no crossing.",
+    )
+
+
 class CameraSettings(Section):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Camera id, unique in the site.")
     source: str = Field(..., description="Video file path, V4L2 device index ('0') or rtsp/http URL.")
@@ -165,6 +202,15 @@ class CameraSettings(Section):
         default_factory=list, description="Polygons (normalised x,y) where motion is ignored."
     )
     motion_threshold: float = Field(0.002, ge=0, le=1, description="Share of changed pixels that counts as motion.")
+    lines: list[tuple[Point, Point]] = Field(
+        default_factory=list,
+        description="Line segments (normalised, as in the cloud's line rules): the edge sends an event as soon"
+        " as a track's feet clearly change side of one (or of a line rule in this camera's `rules`), so every"
+        " crossing it sees reaches the rules.",
+    )
+    line_margin: float = Field(
+        0.02, ge=0, lt=0.5, description="How far (normalised) from a line the feet must be to be on a side."
+    )
     crops: bool = Field(True, description="Attach a small JPEG crop to track_started events.")
     crop_max_bytes: int = Field(16 * 1024, ge=1024, le=60 * 1024, description="JPEG crop size cap.")
     blur_faces: bool = Field(False, description="Blur faces in crops before they leave the node.")
@@ -178,6 +224,11 @@ class CameraSettings(Section):
         10.0, gt=0, le=120,
         description="Network sources: give up opening, or reading a stalled stream, after this (then reopen).",
     )  # fmt: skip
+    rules: list[RuleSettings] = Field(
+        default_factory=list,
+        description="Cloud rules of this camera (drawn in `pipeline console` or sent with `pipeline config set`):"
+        " applied live by the cloud worker on top of cloud.rules; the edge only passes them on.",
+    )
     model: ModelRef | None = Field(
         None,
         description="Detector model from the cloud's registry (downloaded, verified, smoke-tested, then"
@@ -195,6 +246,18 @@ class EdgeSettings(Section):
     detector: Literal["centernet", "centernet-int8", "hog"] = Field(
         "centernet", description="Light detector: TFLite CenterNet (float or int8) or OpenCV HOG."
     )
+    detector_input_size: Literal[320, 384, 512] = Field(
+        512,
+        description="CenterNet input side in px (fp32 only below 512): smaller is cheaper per frame (384: ~0.55x,"
+        " 320: ~0.4x of 512's time) and finds fewer small people (benchmarks/RESULTS.md, accuracy).",
+    )
+    detector_pool: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Interpreters shared by the node's cameras (single-threaded each); 0 = one per camera"
+        " with detector_threads; None = auto: min(cameras, CPU cores) when the node has several cameras.",
+    )
     outbox_path: Path = Field(DEFAULT_RUN_DIR / "edge-outbox.sqlite", description="On-disk outbox file.")
     outbox_max_events: int = Field(200_000, ge=10, description="Outbox cap; oldest dropped (and counted).")
     outbox_max_age_s: float = Field(7 * 24 * 3600, gt=0, description="Events older than this are dropped.")
@@ -202,7 +265,25 @@ class EdgeSettings(Section):
     drain_rate_per_s: float = Field(500.0, gt=0, description="Outbox replay rate after a reconnect.")
     metrics_port: int | None = Field(None, description="Serve Prometheus metrics on this local port.")
     keepalive_event_s: float = Field(5.0, gt=0, description="track_updated at least this often.")
-    track_max_missed: int = Field(5, ge=1, description="Detections a track may miss before it ends.")
+    track_max_missed: int = Field(
+        5, ge=1, description="Detections a track may miss (coasting on its prediction) before it is lost."
+    )
+    track_lost_s: float = Field(
+        5.0,
+        ge=0,
+        description="A lost track is kept this long for re-identification (motion + appearance) before it"
+        " ends; 5 s is Frigate's default too. 0 = end as soon as it is lost.",
+    )
+    track_appearance: bool = Field(
+        True, description="Colour-histogram appearance cue for association and re-identification (~0.1 ms/box)."
+    )
+    track_low_score: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="ByteTrack's second association: detections between this and min_score may extend a track,"
+        " never start one. Off by default: on PETS09-S2L1 it cost MOTA (57 -> 43 at 0.3, benchmarks/RESULTS.md).",
+    )
     detector_threads: int = Field(2, ge=1, le=64, description="TFLite interpreter threads per camera.")
     final_ack_wait_s: float = Field(
         10.0, ge=0, description="When every camera has ended, wait this long for the outbox to be acked."
@@ -210,6 +291,12 @@ class EdgeSettings(Section):
     status_interval_s: float = Field(
         10.0, gt=0, description="Republish each camera's retained status (with metrics) this often."
     )
+    snapshot_interval_s: float = Field(
+        30.0, ge=0,
+        description="Publish a small retained JPEG of each camera (<prefix>/<site>/<cam>/snapshot, for the console's"
+        " zone editor) at most this often; 0 = never. Faces blurred when the camera has blur_faces.",
+    )  # fmt: skip
+    snapshot_max_bytes: int = Field(48 * 1024, ge=4096, le=256 * 1024, description="Largest snapshot JPEG.")
     model_dir: Path = Field(
         DEFAULT_RUN_DIR / "edge-models",
         description="Where downloaded models are kept (the active and the previous versions per camera).",
@@ -280,22 +367,6 @@ class BridgeSettings(Section):
 # --------------------------------------------------------------------------- cloud
 
 
-class RuleSettings(Section):
-    id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    kind: Literal["presence", "zone", "dwell", "line", "count"] = "presence"
-    labels: list[str] = Field(default_factory=lambda: ["person"])
-    cameras: list[str] | None = Field(None, description="Cameras this rule applies to; None = all.")
-    min_score: float = Field(0.5, ge=0, le=1, description="Minimum fused score.")
-    zone: list[Point] | None = Field(None, description="Polygon (normalised) for zone/dwell/count rules.")
-    line: tuple[Point, Point] | None = Field(None, description="Segment (normalised) for line rules.")
-    direction: Literal["any", "left_to_right", "right_to_left"] = "any"
-    dwell_s: float = Field(10.0, gt=0)
-    count: int = Field(5, ge=1, description="Count rule fires above this many distinct tracks...")
-    window_s: float = Field(60.0, gt=0, description="...within this sliding window.")
-    cooldown_s: float = Field(60.0, ge=0, description="One alert per incident within this time.")
-    schedule: tuple[str, str] | None = Field(None, description="Active between HH:MM and HH:MM (UTC).")
-
-
 Escalation = Literal["always", "low_confidence", "track_started", "never"]
 
 
@@ -307,6 +378,13 @@ class CloudSettings(Section):
     edge_weight: float = Field(0.4, ge=0, le=1, description="Fused = w*edge + (1-w)*cloud.")
     rules: list[RuleSettings] = Field(
         default_factory=lambda: [RuleSettings(id="person-present", kind="presence", labels=["person"])]
+    )
+    link_window_s: float = Field(
+        10.0,
+        ge=0,
+        le=600,
+        description="A track the edge links to one that vanished (attrs.link) is the same person for presence,"
+        " zone, dwell and line rules; a person is forgotten this long after their last track ended. 0 = off.",
     )
     escalation_overrides: dict[str, Escalation] = Field(
         default_factory=dict,
@@ -412,6 +490,65 @@ class HardExampleSettings(Section):
     )
 
 
+# --------------------------------------------------------------------------- history and console
+
+
+class HistorySettings(Section):
+    """``pipeline history``: the alerts topic into SQL (SQLite embedded, PostgreSQL in compose)."""
+
+    database_url: str = Field(
+        f"sqlite:///{DEFAULT_RUN_DIR / 'history.sqlite3'}",
+        pattern=r"^(sqlite:///.+|postgres(ql)?://.+)$",
+        description="sqlite:///PATH (embedded, the demo) or postgresql://USER:PASSWORD@HOST:PORT/DB (psycopg 3);"
+        " put a password in the environment (PIPELINE_HISTORY__DATABASE_URL), not in a file.",
+    )
+    group: str = Field("history", description="Kafka consumer group of the history store (one per database).")
+    crops: bool = Field(
+        True,
+        description="Also read the events topic and keep each track's crop (track_started), shown with its alerts.",
+    )
+    crop_max_bytes: int = Field(
+        24 * 1024, ge=1024, le=256 * 1024,
+        description="Largest crop kept; bigger ones are re-encoded smaller, or dropped (counted) if that fails.",
+    )  # fmt: skip
+    crop_blur: Literal["none", "person_head"] = Field(
+        "none",
+        description="Blur stored crops again: 'person_head' blurs the upper third of the edge's box (the edge's own"
+        " camera.blur_faces has already run on what it sent).",
+    )
+    retention_days: float = Field(30.0, gt=0, description="Alerts and crops older than this (alert time) are deleted.")
+    retention_interval_s: float = Field(600.0, gt=0, description="How often the retention delete runs.")
+    batch_max: int = Field(500, ge=1, le=10_000, description="Records written in one database transaction at most.")
+    health_port: int | None = Field(None, description="Serve /healthz and /metrics on this local port.")
+
+
+class ConsoleSettings(Section):
+    """``pipeline console``: the operator web app."""
+
+    host: str = Field("127.0.0.1", description="Address the console binds; loopback unless told otherwise.")
+    port: int = Field(8088, ge=0, le=65535, description="Console HTTP port (0 = any free port, printed).")
+    users: str | None = Field(
+        None,
+        description="Users as 'name:role:hash' entries separated by ';' (role admin or viewer; hash from"
+        " `pipeline console hash-password`). Set it from the environment.",
+    )
+    users_file: Path | None = Field(
+        None, description="File with one 'name:role:hash' line per user (# comments); read at start."
+    )
+    session_secret: SecretStr | None = Field(
+        None, description="Key that signs session cookies; default a random one per start (log in again after)."
+    )
+    session_max_age_s: int = Field(8 * 3600, ge=60, description="A login lasts this long.")
+    live_alerts_kept: int = Field(200, ge=10, le=10_000, description="Recent live alerts kept in memory for new pages.")
+    page_size: int = Field(50, ge=5, le=500, description="History rows per page.")
+    offline_after_s: float = Field(
+        25.0, gt=0,
+        description="A camera whose status is older than this is shown offline (its node refreshes it every"
+        " edge.status_interval_s, 10 s by default). A node that dies is shown offline sooner: the broker"
+        " publishes its Last Will within ~1.5x mqtt.keepalive_s (at once if its process died).",
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- local stack
 
 
@@ -431,6 +568,8 @@ class Settings(BaseSettings):
     cloud: CloudSettings = CloudSettings()
     registry: RegistrySettings = RegistrySettings()
     hard_examples: HardExampleSettings = HardExampleSettings()
+    history: HistorySettings = HistorySettings()
+    console: ConsoleSettings = ConsoleSettings()
     local: LocalStackSettings = LocalStackSettings()
 
     @classmethod
@@ -468,6 +607,7 @@ class Settings(BaseSettings):
             ("kafka", "sasl_password"),
             ("edge", "model_signing_key"),
             ("registry", "signing_key"),
+            ("console", "session_secret"),
         ):
             secret = getattr(getattr(self, section), field)
             if secret is not None:

@@ -19,6 +19,7 @@ class Kind(StrEnum):
     CONFIG = "config"  # cloud -> edge: per-camera config (retained)
     ACKS = "acks"  # bridge -> edge: seqs that Kafka has acknowledged
     ALERTS = "alerts"  # cloud -> subscribers: alerts of this camera
+    SNAPSHOT = "snapshot"  # edge -> console: small retained JPEG (edge.snapshot_interval_s)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@
 # Environment:
 #   MQTT_BRIDGE_PASSWORD   required  password of user "bridge" (every bridge instance)
 #   MQTT_ALERTS_PASSWORD   optional  password of user "alerts" (read-only alert subscribers)
+#   MQTT_CONSOLE_PASSWORD  optional  password of user "console" (`pipeline console`, read-only on MQTT)
 #   MQTT_EDGE_USERS        optional  space-separated node:password pairs, one per camera node
 #                                    (the node's user name is its edge.node_id; see ./acl)
 # Output: $1 (default /mosquitto/auth/passwd), mode 0600, hashed (PBKDF2-SHA512), plus
@@ -36,6 +37,7 @@ add_user() {
 
 add_user bridge "$MQTT_BRIDGE_PASSWORD"
 if [ -n "${MQTT_ALERTS_PASSWORD:-}" ]; then add_user alerts "$MQTT_ALERTS_PASSWORD"; fi
+if [ -n "${MQTT_CONSOLE_PASSWORD:-}" ]; then add_user console "$MQTT_CONSOLE_PASSWORD"; fi
 for pair in ${MQTT_EDGE_USERS:-}; do
   add_user "${pair%%:*}" "${pair#*:}"
 done

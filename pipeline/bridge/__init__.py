@@ -1,11 +1,11 @@
 """MQTT <-> Kafka bridge.
 
 Uplink (``uplink.py``): camera events from MQTT (paho with a lean receive path,
-``uplink_mqtt.py``), validated (``validation.py``), produced to Kafka (partition per camera
+:mod:`pipeline.compat.paho_uplink`), validated (``validation.py``), produced to Kafka (partition per camera
 cached, ``key_partitions.py``), acked to MQTT only after Kafka acked; rejects to the dead-letter
 topic (``dead_letter.py``); acknowledged seqs back to the edge (``ack_ranges.py``). Downlink
 (``downlink.py``): alerts and camera config from Kafka to MQTT. ``service.py`` runs both:
-:func:`run_bridge` (with kafka-python on a compiled CRC-32C, ``kafka_crc.py``);
+:func:`run_bridge` (with kafka-python on a compiled CRC-32C, :mod:`pipeline.compat.kafka_python`);
 ``profiling.py`` is ``pipeline bridge --profile``.
 """
 

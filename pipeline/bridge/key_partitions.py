@@ -20,6 +20,8 @@ from typing import Any
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
+from pipeline.compat.kafka_python import producer_cluster
+
 MAX_KEYS = 100_000  # distinct cameras per bridge, with room to spare
 
 
@@ -28,13 +30,15 @@ class KeyPartitions:
 
     def __init__(self, producer: KafkaProducer, topic: str) -> None:
         # The producer's cluster metadata: what send() itself reads (non-blocking lookups).
-        self._metadata: Any = producer._metadata
+        self._metadata: Any = producer_cluster(producer)  # None: an unverified kafka-python
         self._topic = topic
         self._count = 0
         self._ids: list[int] = []
         self._by_key: dict[bytes, int] = {}
 
     def get(self, key: bytes) -> int | None:
+        if self._metadata is None:
+            return None  # send() partitions the record itself
         partitions = self._metadata.partitions_for_topic(self._topic)
         if not partitions:
             return None  # metadata not there yet: send() waits for it and partitions itself

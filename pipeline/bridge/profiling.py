@@ -47,7 +47,7 @@ class ThreadProfiles:
         self._new().enable()
 
     def dump(self, path: Path) -> None:
-        threading.setprofile(None)  # type: ignore[arg-type]
+        threading.setprofile(None)
         with self._lock:
             profiles = list(self._profiles)
         profiles[0].disable()  # the main thread's; the others stop with their threads or the process

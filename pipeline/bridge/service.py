@@ -18,8 +18,8 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from pipeline.bridge.downlink import Downlink
-from pipeline.bridge.kafka_crc import use_compiled_crc32c
 from pipeline.bridge.uplink import Uplink
+from pipeline.compat.kafka_python import use_compiled_crc32c
 from pipeline.errors import BrokerUnavailable
 from pipeline.metrics import Registry, serve_http
 from pipeline.settings import Settings

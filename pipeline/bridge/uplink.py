@@ -20,7 +20,7 @@ event itself or its dead-letter record. Backpressure: Receive Maximum = ``max_in
 CONNECT, so the broker stops sending once that many messages are taken and unacked; while Kafka
 is down nothing is acked and the rest waits in the broker's session queue. A broker that sends
 more than that anyway (Mosquitto 2.0.11 does, under load) finds the socket unread until the
-count is back under the window (``_read_paused``, :mod:`pipeline.bridge.uplink_mqtt`).
+count is back under the window (``_read_paused``, :mod:`pipeline.compat.paho_uplink`).
 
 Connection generations: paho message ids belong to one connection. Each (re)connect or
 disconnect bumps ``_gen``; a message taken on an older connection is never acked (the broker
@@ -45,8 +45,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pipeline.bridge.ack_ranges import AckCollector
 from pipeline.bridge.dead_letter import dead_letter_value
 from pipeline.bridge.key_partitions import KeyPartitions
-from pipeline.bridge.uplink_mqtt import lean_client
 from pipeline.bridge.validation import validate_uplink
+from pipeline.compat.paho_uplink import configure_uplink, uplink_client_class
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
 from pipeline.operators.schema import Acks, Event, Rejected, decode_event, encode_acks
@@ -112,8 +112,9 @@ class Uplink:
         self.subscription = f"$share/{group}/{events}" if group else events
         self.acks = AckCollector()
 
-        client = make_client(settings.mqtt, self._bridge.client_id, manual_ack=True)
-        self._client = lean_client(client, on_event=self._on_event, read_paused=self._read_paused)
+        self._client = make_client(settings.mqtt, self._bridge.client_id, manual_ack=True,
+                                   client_class=uplink_client_class())  # fmt: skip
+        configure_uplink(self._client, on_event=self._on_event, read_paused=self._read_paused)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe

@@ -28,6 +28,7 @@ from pipeline.chaos.rig import ChaosEnv, KafkaEvents, read_events
 from pipeline.chaos.scripted_edge import ScriptedEdge, child_args, outbox_progress, read_status, write_gate
 from pipeline.chaos.stream import ScriptedStream
 from pipeline.chaos.tcp_proxy import TcpProxy
+from pipeline.compat.paho_uplink import queued_publishes
 from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.kafka_topics import ensure_topics
 from pipeline.local_stack.model_server import ModelServerProcess
@@ -425,7 +426,7 @@ def flaky_link(env: ChaosEnv, n: int) -> ScenarioResult:
 
     def watch() -> None:
         while not stop_watch.wait(0.1):
-            peak["paho_queue"] = max(peak["paho_queue"], len(edge.publisher.client._out_messages))
+            peak["paho_queue"] = max(peak["paho_queue"], queued_publishes(edge.publisher.client) or 0)
             peak["inflight"] = max(peak["inflight"], edge.publisher.inflight())
 
     watcher = threading.Thread(target=watch, daemon=True)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.chaos.stream import ScriptedStream
+from pipeline.compat.paho_uplink import queued_publishes
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.publisher import Publisher
 from pipeline.metrics import Registry
@@ -49,11 +50,13 @@ class ScriptedEdge:
     """Appends the stream's events to the outbox at ``rate_per_s``; the publisher sends them."""
 
     def __init__(self, settings: Settings, stream: ScriptedStream, *, rate_per_s: float = 50.0,
-                 limit: Callable[[], int] | None = None) -> None:  # fmt: skip
+                 limit: Callable[[], int] | None = None,
+                 on_emit: Callable[[int], None] | None = None) -> None:  # fmt: skip
         self.settings = settings
         self.stream = stream
         self.rate_per_s = rate_per_s
         self.limit = limit  # emit event i only once i < limit()
+        self.on_emit = on_emit  # called with i once event i is in the outbox
         self.topics = Topics(settings.mqtt.topic_prefix)
         self.metrics = Registry("edge")
         e = settings.edge
@@ -78,6 +81,8 @@ class ScriptedEdge:
             self.outbox.append(ev, self.topics.camera(ev.site, ev.cam, Kind.EVENTS))
             i += 1
             self.outbox.set_state(NEXT_KEY, i)
+            if self.on_emit is not None:
+                self.on_emit(i - 1)
             self.publisher.kick()
             self._stop.wait(1.0 / self.rate_per_s)
 
@@ -162,7 +167,7 @@ class StatusWriter:
         if connected != st["connected"]:
             st["connects" if connected else "disconnects"].append(time.monotonic())
             st["connected"] = connected
-        st["peak_paho_queue"] = max(st["peak_paho_queue"], len(e.publisher.client._out_messages))
+        st["peak_paho_queue"] = max(st["peak_paho_queue"], queued_publishes(e.publisher.client) or 0)
         st["peak_inflight"] = max(st["peak_inflight"], e.publisher.inflight())
         st["peak_outbox"] = max(st["peak_outbox"], e.outbox.depth())
         st["rss_kb"] = rss_kb()

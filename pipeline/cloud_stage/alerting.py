@@ -9,8 +9,8 @@ The incident ledger (changelogged table, one key per incident ``rule|cam|track``
 ``rule|cam|zone``) holds ``{"first", "last"}`` in event time, with the semantics of
 :class:`pipeline.operators.dedupe.IncidentLedger`: a hit alerts when its incident is new or has
 been quiet for ``cooldown_s``; every hit is activity. The ledger is kept per key instead of as
-one serialised ledger so each event writes one small changelog record. Entries of ended tracks
-are dropped.
+one serialised ledger so each event writes one small changelog record. Entries of people whose tracks
+ended (:mod:`pipeline.operators.person_links`) are dropped.
 """
 
 from __future__ import annotations
@@ -52,11 +52,12 @@ class IncidentLedger:
         if entry is not None:
             self.table[key] = entry
 
-    def track_ended(self, specs: list[RuleSpec], event: Event) -> None:
+    def forget(self, specs: list[RuleSpec], cam: str, person: int) -> None:
+        """Drop the incidents of a person the rules forgot (their last track ended a while ago)."""
         for spec in specs:
             if spec.kind == "count":
                 continue  # camera-wide incident: ends by cooldown
-            key = state_key(spec, event.cam, event.track)
+            key = state_key(spec, cam, person)
             if key in self.table:
                 del self.table[key]
 

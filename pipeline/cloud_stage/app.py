@@ -28,15 +28,17 @@ from faust.types import EventT, StreamT
 from faust.worker import Worker
 
 from pipeline.cloud_stage.alerting import IncidentLedger, make_alert
-from pipeline.cloud_stage.consume import SeenIndex, dead_letter_record, decode, event_context
+from pipeline.cloud_stage.consume import SeenIndex, dead_letter_record, decode
 from pipeline.cloud_stage.diagnostics import install_task_dump
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
-from pipeline.cloud_stage.faust_transport import PipelineFaustApp
 from pipeline.cloud_stage.inference_client import InferenceClient
-from pipeline.cloud_stage.offset_guard import GapReport, OffsetGuard
+from pipeline.cloud_stage.live_rules import LiveRules
+from pipeline.cloud_stage.offset_guard import GapReport, OffsetGuard, ProcessedOffsets
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.track_expiry import TrackExpiry
 from pipeline.cloud_stage.verification import Verdict, Verifier, fuse
+from pipeline.compat.faust_app import PipelineFaustApp
+from pipeline.compat.faust_app import current_event as event_context
 from pipeline.errors import InferenceUnavailable
 from pipeline.hard_examples.recorder import HardExampleRecorder
 from pipeline.metrics import Registry
@@ -117,16 +119,22 @@ class CloudProcessor:
         self.rule_state = table("rule_state", "rule|cam -> rule state.")
         self.incidents = table("incidents", "rule|cam|incident -> alert ledger entry.")
         self.seen = SeenIndex(self.seen_table, c.dedupe_window_s, c.dedupe_max_per_camera, metrics)
-        self.rules = RulesEngine(list(c.rules))
+        self.live_rules = LiveRules(settings, metrics)
+        self.rules = RulesEngine(
+            list(c.rules), live=self.live_rules.for_camera, link_window_ms=round(c.link_window_s * 1000)
+        )
         self.ledger = IncidentLedger(self.incidents)
-        per_track_specs = [spec for spec in self.rules.specs if spec.kind != "count"]  # count: camera-wide
         self.expiry = TrackExpiry(
             self.rule_state, self.tracks, [self.rule_state, self.incidents],
-            lambda cam, track: [state_key(spec, cam, track) for spec in per_track_specs],
+            lambda cam, track: [state_key(spec, cam, track) for spec in self.rules.specs_for(cam)
+                                if spec.kind != "count"],  # count: camera-wide
             c.track_state_ttl_s, metrics,
         )  # fmt: skip
         self.verifier = Verifier(settings, metrics)
         self.guard = OffsetGuard(c.offset_max_rewinds, c.offset_stall_s)
+        # The commit gate (pipeline.compat.faust_app.CommitGate): Kafka offsets are committed
+        # up to what handle() finished, never up to what Faust acknowledged (finding 10).
+        self.processed = ProcessedOffsets(frozenset({k.events_topic}))
         # app.consumer is created lazily by Faust: look it up when seeking, not now.
         self.seek: Callable[[Any, int], Awaitable[None]] = lambda tp, offset: app.consumer.seek(tp, offset)
         self.busy = False
@@ -145,11 +153,37 @@ class CloudProcessor:
                 log.error("events %s: offsets %d..%d never arrived after %d rewinds; going on without them",
                           tp, first, seen - 1, self.guard.max_rewinds)  # fmt: skip
                 self.metrics.inc("cloud_offset_gaps_accepted_total", help="Offset gaps given up on.")
-            await self._handle(live)
-            for tp in {fe.message.tp for fe in live}:
+            # Where the guard stands after deciding: all records below were handed to _handle
+            # in this batch or in earlier ones (which finished: one agent, batches in order).
+            marks = {fe.message.tp: self.guard.expected(fe.message.tp) for fe in live}
+            epoch = self.processed.epoch
+            try:
+                await self._handle(live)
+            except Exception:
+                await self._redo(live)
+                raise
+            self.processed.finished(marks, epoch)
+            for tp in marks:
                 self.guard.progressed(tp)
         finally:
             self.busy = False
+
+    def reset(self) -> None:
+        """Partitions were (re)assigned: forget per-partition progress."""
+        self.processed.reset()
+        self.guard.reset()
+
+    async def _redo(self, live: list[EventT[Any]]) -> None:
+        # The batch failed as a whole (Faust acks it anyway, take_events' finally): rewind each
+        # partition to its first record here, so it is processed again and never committed past.
+        first: dict[Any, int] = {}
+        for fe in live:
+            tp, off = fe.message.tp, fe.message.offset
+            first[tp] = min(off, first.get(tp, off))
+        for tp, offset in first.items():
+            if (self.guard.expected(tp) or 0) > offset:
+                self.guard.restart_at(tp, offset)
+                await self._rewind({tp: offset}, "failed batch")
 
     async def _rewind(self, targets: dict[Any, int], reason: str) -> None:
         for tp, offset in targets.items():
@@ -249,8 +283,9 @@ class CloudProcessor:
                          ev.track, alert.verification, alert.fused_score)  # fmt: skip
             self.ledger.commit(key, entry)
         state.commit()
+        for cam, person in self.rules.expired:
+            self.ledger.forget(self.rules.specs_for(cam), cam, person)
         if ev.type == "track_ended":
-            self.ledger.track_ended(self.rules.specs, ev)
             if track_key in self.tracks:
                 del self.tracks[track_key]
         elif fresh:  # remember the heavy model's verdict for the track's later events
@@ -288,6 +323,7 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
         proc.guard.start({tp: off for tp, off in offsets.items() if tp.topic == settings.kafka.events_topic})
 
     app.seek_listeners.append(_on_seeked)
+    app.commit_gate = proc.processed
 
     @app.timer(interval=max(0.5, settings.cloud.offset_stall_s / 4))  # type: ignore[untyped-decorator]
     async def _stall_check() -> None:
@@ -297,21 +333,25 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
     async def _diagnostics() -> None:  # `kill -USR1 <pid>`: every task's stack to the log
         install_task_dump(asyncio.get_running_loop())
 
-    @app.on_partitions_assigned.connect  # type: ignore[misc,arg-type]
+    @app.task  # type: ignore[untyped-decorator]
+    async def _live_rules() -> None:  # per-camera rules from the config topic (daemon thread)
+        proc.live_rules.start()
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def _on_assigned(app: faust.App, *args: Any, **kwargs: Any) -> None:
         proc.seen.reset()
         proc.expiry.reset()
-        proc.guard.reset()
+        proc.reset()
 
-    @app.on_rebalance_complete.connect  # type: ignore[misc,arg-type]
+    @app.on_rebalance_complete.connect  # type: ignore[arg-type]
     async def _on_ready(app: faust.App, *args: Any, **kwargs: Any) -> None:
         log.info("cloud stage ready: partitions assigned and tables recovered")
 
-    @app.page("/metrics")  # type: ignore[misc]
+    @app.page("/metrics")
     async def _metrics(web: Any, request: Any) -> Any:
         return web.text(metrics.render())
 
-    @app.page("/healthz")  # type: ignore[misc]
+    @app.page("/healthz")
     async def _health(web: Any, request: Any) -> Any:
         return web.text(f"ok breaker={proc.verifier.breaker.state}\n")
 

@@ -11,36 +11,17 @@ changelog tombstone) while processing that camera's events, i.e. from the right 
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import time
-import weakref
 from collections import deque
-from collections.abc import Iterator, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any, Final
-
-from faust import streams as faust_streams
-from faust.types import EventT
 
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected, decode_event
 
 DLQ_PAYLOAD_CAP: Final = 8 * 1024
 PRUNE_PER_EVENT: Final = 16  # deletions per event: bounded work, the backlog drains over time
-
-
-@contextlib.contextmanager
-def event_context(event: EventT[Any]) -> Iterator[None]:
-    """Make ``event`` Faust's current event, so table writes go to its partition's changelog.
-
-    Needed because we take events in batches (``stream.take_events``), where Faust's own
-    current event is the last one of the batch, not the one being processed.
-    """
-    token = faust_streams._current_event.set(weakref.ref(event))
-    try:
-        yield
-    finally:
-        faust_streams._current_event.reset(token)
 
 
 def decode(raw: Any) -> Event | Rejected:

@@ -2,9 +2,11 @@
 ``pipeline model-server``).
 
 At start-up :meth:`InferenceClient.connect` asks GetModelMetadata for the signature and checks
-it against the contract (docs/CONTRACTS.md): input ``images`` float32 [N,512,512,3], output
-``detections`` float32 [N,100,6]. A mismatch is a :class:`ModelError` (not retriable: wrong
-model files); an unreachable server is :class:`InferenceUnavailable` (retriable).
+it against the contract (docs/CONTRACTS.md): input ``images`` float32 [N,S,S,3] (any square size
+S: version 1 takes 512, version 2 256, sized for crops), output ``detections`` float32
+[N,100,6] in S-px space. The served S is :attr:`ModelInfo.input_size`; callers letterbox to it.
+A mismatch is a :class:`ModelError` (not retriable: wrong model files); an unreachable server is
+:class:`InferenceUnavailable` (retriable).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 
 INPUT_NAME: Final = "images"
 OUTPUT_NAME: Final = "detections"
-INPUT_SHAPE: Final = (-1, 512, 512, 3)  # -1: any batch size
+INPUT_SHAPE: Final = (-1, -1, -1, 3)  # -1: any batch size; height == width checked apart
 OUTPUT_SHAPE: Final = (-1, 100, 6)
 FloatArray = npt.NDArray[np.float32]
 
@@ -36,6 +38,7 @@ class ModelInfo:
     name: str
     version: int
     max_batch: int | None  # None: any batch size; 1 when the signature fixes N=1
+    input_size: int = 512  # S of the [N,S,S,3] input: the side crops are letterboxed to
 
     @property
     def tag(self) -> str:
@@ -47,7 +50,7 @@ def _dims(shape: tensor_shape_pb2.TensorShapeProto) -> tuple[int, ...]:
 
 
 def _shape_ok(got: tuple[int, ...], want: tuple[int, ...]) -> bool:
-    return len(got) == len(want) and all(g == w or g == -1 for g, w in zip(got[1:], want[1:], strict=True))
+    return len(got) == len(want) and all(w in (g, -1) or g == -1 for g, w in zip(got[1:], want[1:], strict=True))
 
 
 def to_tensor_proto(batch: FloatArray) -> tensor_pb2.TensorProto:
@@ -117,9 +120,13 @@ class InferenceClient:
         sig = sig_map.signature_def[name]
         max_batch = self._check_tensor(sig.inputs, INPUT_NAME, INPUT_SHAPE, "input")
         self._check_tensor(sig.outputs, OUTPUT_NAME, OUTPUT_SHAPE, "output")
+        height, width = _dims(sig.inputs[INPUT_NAME].tensor_shape)[1:3]
+        if height != width or height <= 0:
+            raise ModelError(f"model input {INPUT_NAME!r} is {height}x{width}; want a fixed square size")
         self.info = ModelInfo(resp.model_spec.name or self.settings.model_name, resp.model_spec.version.value,
-                              max_batch)  # fmt: skip
-        log.info("heavy model %s at %s (batch %s)", self.info.tag, self.settings.address, max_batch or "any")
+                              max_batch, height)  # fmt: skip
+        log.info("heavy model %s at %s (batch %s, input %d px)", self.info.tag, self.settings.address,
+                 max_batch or "any", height)  # fmt: skip
         return self.info
 
     @staticmethod
@@ -135,7 +142,7 @@ class InferenceClient:
         return None if got[0] == -1 else got[0]
 
     async def predict(self, batch: FloatArray, timeout_s: float | None = None) -> FloatArray:
-        """[N,512,512,3] -> [N,100,6]; raises InferenceUnavailable on any RPC failure."""
+        """[N,S,S,3] -> [N,100,6]; raises InferenceUnavailable on any RPC failure."""
         stub = self._ensure_channel()
         req = predict_pb2.PredictRequest(output_filter=[OUTPUT_NAME])
         self._spec_into(req.model_spec)

@@ -26,9 +26,9 @@ The guard is plain bookkeeping, with no Faust in it (the worker wires it in):
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Decision = Literal["process", "skip"]
 
@@ -106,6 +106,11 @@ class OffsetGuard:
         # moment; they must not count as a new gap (and use up max_rewinds) while it settles.
         return part.rewound_at is not None and self._clock() - part.rewound_at < self.settle_s
 
+    def restart_at(self, tp: Hashable, offset: int) -> None:
+        """Records from ``offset`` on must be seen again (their batch failed): expect ``offset``."""
+        part = self._parts.setdefault(tp, _Partition())
+        part.expected, part.rewinds = offset, 0
+
     def progressed(self, tp: Hashable) -> None:
         """Records of ``tp`` were handled (for the stall clock)."""
         self._parts.setdefault(tp, _Partition()).progress_at = self._clock()
@@ -129,3 +134,33 @@ class OffsetGuard:
             if now - part.progress_at >= self.stall_s:
                 out[tp] = part.expected
         return out
+
+
+class ProcessedOffsets:
+    """The commit gate's ceilings (:class:`pipeline.compat.faust_app.CommitGate`): per partition,
+    every record below the ceiling was processed.
+
+    A batch's marks are the guard's :meth:`OffsetGuard.expected` right after deciding it (every
+    record below was handed to the agent, in this batch or in earlier ones, which finished
+    first: one agent, batches in order); they count once the batch is processed, and only if no
+    (re)assignment came in between (``epoch``).
+    """
+
+    def __init__(self, topics: frozenset[str]) -> None:
+        self.topics = topics
+        self.epoch = 0
+        self._done: dict[Hashable, int] = {}
+
+    def reset(self) -> None:
+        self.epoch += 1
+        self._done.clear()
+
+    def finished(self, marks: Mapping[Any, int | None], epoch: int) -> None:
+        if epoch != self.epoch:
+            return  # decided before a (re)assignment: the partition may have moved meanwhile
+        for tp, mark in marks.items():
+            if mark is not None:
+                self._done[tp] = max(mark, self._done.get(tp, mark))
+
+    def ceiling(self, tp: Hashable) -> int | None:
+        return self._done.get(tp)

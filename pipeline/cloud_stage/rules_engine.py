@@ -12,10 +12,11 @@ caused has been acknowledged by Kafka: a crash in between re-derives the same hi
 
 from __future__ import annotations
 
-from collections.abc import MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, MutableMapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from pipeline.operators.person_links import resolve
 from pipeline.operators.rules import Observation, RuleHit, RuleSpec, evaluate, state_key
 from pipeline.operators.schema import Event
 from pipeline.settings import RuleSettings
@@ -62,18 +63,46 @@ class StagedState:
 class RulesEngine:
     """Evaluates every rule (validated at start-up: a bad zone or schedule is a ConfigError)."""
 
-    def __init__(self, rules: Sequence[RuleSettings]) -> None:
+    def __init__(
+        self,
+        rules: Sequence[RuleSettings],
+        live: Callable[[str], list[RuleSpec]] | None = None,
+        *,
+        link_window_ms: int = 0,
+    ) -> None:
         self.specs = [RuleSpec.from_settings(r) for r in rules]
+        self._live = live  # a camera's rules from the config topic (console, `pipeline config set`)
+        self.link_window_ms = link_window_ms
+        self.expired: list[tuple[str, int]] = []  # (cam, person) forgotten by the last apply()
+
+    def specs_for(self, cam: str) -> list[RuleSpec]:
+        return self.specs + self._live(cam) if self._live is not None else self.specs
 
     def apply(self, event: Event, fused: float, state: StagedState) -> list[Firing]:
+        """Every rule on ``event``; track rules see the track's *person* (:mod:`pipeline.operators.person_links`)."""
+        specs = self.specs_for(event.cam)
+        links_key = f"links|{event.cam}"
+        res = resolve(state.get(links_key), event.track, event.type, event.ts, link=event.attrs.get("link"),
+                      window_ms=self.link_window_ms)  # fmt: skip
+        state.put(links_key, res.state)
+        self.expired = [(event.cam, p) for p in res.expired]
+        for _, person in self.expired:  # forgotten people: their rule state goes (bounded table)
+            for spec in specs:
+                if spec.kind != "count":
+                    state.put(state_key(spec, event.cam, person), None)
         obs = Observation.from_event(event, fused)
+        # a person's state outlives the end of one of their tracks: it is deleted when they expire
+        gone_now = res.person in res.expired  # links off: the person ends with the track, as before
+        kept_type = "track_updated" if obs.event_type == "track_ended" and not gone_now else obs.event_type
+        person_obs = replace(obs, track=res.person, event_type=kept_type)
         out: list[Firing] = []
-        for spec in self.specs:
+        for spec in specs:
             if not spec.applies_to(event.cam, event.label):
                 continue
-            key = state_key(spec, event.cam, event.track)
-            result = evaluate(spec, obs, state.get(key))
+            o = obs if spec.kind == "count" else person_obs
+            key = state_key(spec, event.cam, o.track)
+            result = evaluate(spec, o, state.get(key))
             state.put(key, result.state)
             if result.hit is not None:
-                out.append(Firing(spec, result.hit))
+                out.append(Firing(spec, replace(result.hit, track=event.track)))
         return out

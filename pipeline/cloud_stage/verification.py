@@ -1,7 +1,8 @@
 """Turn the heavy model's detections on an event's crop into a cloud score and a verdict.
 
-1. The crop (base64 JPEG from the edge) is decoded and letterboxed to 512x512 RGB, the model's
-   input (raw 0-255 floats, no normalisation).
+1. The crop (base64 JPEG from the edge) is decoded and letterboxed to the served model's input
+   size (``ModelInfo.input_size``: 256 for version 2, sized for crops; 512 for version 1), RGB,
+   raw 0-255 floats, no normalisation.
 2. Cloud score = the best detection of the event's label whose box overlaps the crop's central
    region (``cloud.crop_centre_fraction`` of its width and height), i.e. the object the edge
    cropped around, not a bystander at the edge of the crop. No such detection: 0.
@@ -41,7 +42,7 @@ FloatArray = npt.NDArray[np.float32]
 
 @dataclass(frozen=True, slots=True)
 class Letterboxed:
-    image: FloatArray  # [512, 512, 3] float32 RGB 0-255
+    image: FloatArray  # [S, S, 3] float32 RGB 0-255
     scale: float  # model px per crop px
     pad_x: float
     pad_y: float
@@ -97,7 +98,7 @@ def letterbox(rgb: npt.NDArray[np.uint8], size: int = INPUT_SIZE) -> Letterboxed
 
 
 def centre_region(lb: Letterboxed, fraction: float) -> tuple[float, float, float, float]:
-    """The crop's central region, in model (512 px) coordinates."""
+    """The crop's central region, in model (S px) coordinates."""
     mx, my = lb.width * (1 - fraction) / 2, lb.height * (1 - fraction) / 2
     return (
         lb.pad_x + mx * lb.scale,
@@ -169,15 +170,38 @@ class Verifier:
         self.metrics = metrics
         self.client = InferenceClient(ms)
         self.breaker = breaker or CircuitBreaker(ms.breaker_failures, ms.breaker_reset_s, metrics=metrics)
-        self.batcher = MicroBatcher(self._predict, ms.max_batch, ms.max_wait_ms / 1000, ms.queue_limit, metrics)
+        self.batcher = MicroBatcher(
+            self._predict, ms.max_batch, ms.max_wait_ms / 1000, ms.queue_limit, metrics,
+            max_latency_s=None if ms.max_latency_ms is None else ms.max_latency_ms / 1000,
+            max_inflight=ms.max_inflight,
+        )  # fmt: skip
         self.info: ModelInfo | None = None
+
+    async def _connect(self) -> ModelInfo:
+        info = await self.client.connect()
+        if info.max_batch is not None:
+            self.batcher.max_batch = min(self.batcher.max_batch, info.max_batch)
+        self.info = info
+        return info
+
+    async def _model_info(self) -> ModelInfo:
+        """The served model's metadata (its input size decides the letterbox), fetched once."""
+        if self.info is not None:
+            return self.info
+        if not self.breaker.allow():
+            raise InferenceUnavailable("circuit open")
+        try:
+            info = await self._connect()
+        except InferenceUnavailable:
+            self.breaker.record_failure()
+            raise
+        self.breaker.record_success()
+        return info
 
     async def _predict(self, batch: FloatArray) -> FloatArray:
         try:
             if self.info is None:
-                self.info = await self.client.connect()
-                if self.info.max_batch is not None:
-                    self.batcher.max_batch = min(self.batcher.max_batch, self.info.max_batch)
+                self.info = await self._connect()
             if self.info.max_batch is not None and len(batch) > self.info.max_batch:
                 parts = [
                     await self.client.predict(batch[i : i + self.info.max_batch])
@@ -198,9 +222,9 @@ class Verifier:
         if rgb is None:
             self.metrics.inc("cloud_verifications_total", verification="unverified", reason="bad_crop")
             return Verdict(None, event.score, "unverified", detail="crop is not a decodable JPEG")
-        lb = letterbox(rgb)
         while True:
             try:
+                lb = letterbox(rgb, (await self._model_info()).input_size)
                 detections = await self._infer(lb.image)
                 break
             except ModelError as exc:  # the server answers with the wrong model: no second opinion

@@ -69,7 +69,7 @@ def open_cv(source: str, timeout_s: float = 10.0) -> VideoReader:
         )
     else:
         cap = cv2.VideoCapture(source)
-    return cap  # type: ignore[return-value]  # (stubs type read() with overloads)
+    return cap
 
 
 def is_file_source(source: str) -> bool:

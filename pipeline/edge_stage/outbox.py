@@ -45,6 +45,9 @@ CREATE TABLE IF NOT EXISTS state (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 
+_UPSERT_STATE = "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value"
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     rid: int
@@ -198,10 +201,21 @@ class Outbox:
 
     def set_state(self, key: str, value: int) -> None:
         with self._lock:
-            self._db.execute(
-                "INSERT INTO state (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
+            self._db.execute(_UPSERT_STATE, (key, value))
+
+    def get_text(self, key: str) -> str | None:
+        """A text value of the node's state (e.g. a tracker snapshot); None when unset."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row and row[0] is not None else None
+
+    def set_text(self, key: str, value: str | None) -> None:
+        """Store (or with None, delete) a text value next to the events, in the same database."""
+        with self._lock:
+            if value is None:
+                self._db.execute("DELETE FROM state WHERE key = ?", (key,))
+            else:
+                self._db.execute(_UPSERT_STATE, (key, value))
 
     def close(self) -> None:
         with self._lock:

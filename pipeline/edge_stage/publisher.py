@@ -184,7 +184,7 @@ class Publisher:
                 self.metrics.inc("acks_rejected_total", help="Malformed ack messages ignored.")
                 return
             try:
-                self._acks.put_nowait((cam, acks.ranges))  # type: ignore[union-attr]
+                self._acks.put_nowait((cam, acks.ranges))
             except queue.Full:
                 self.metrics.inc("acks_dropped_total", help="Ack messages dropped: queue full.")
             self._wake.set()

@@ -30,42 +30,20 @@ from typing import Any
 
 import cv2
 import numpy as np
-import numpy.typing as npt
 
 from pipeline.cloud_stage.verification import Verdict
 from pipeline.hard_examples.selection import Selected, select
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event
+from pipeline.privacy_blur import blur_person_heads, edge_box_in_crop
 from pipeline.settings import HardExampleSettings
 
 log = logging.getLogger(__name__)
-EDGE_CROP_PAD = 0.1  # pipeline.edge_stage.events.crop_pixels grows the box by this on each side
 RECORD_VERSION = 1
 
 
 def day_of(ts_ms: int) -> str:
     return dt.datetime.fromtimestamp(ts_ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d")
-
-
-def edge_box_in_crop(pad: float = EDGE_CROP_PAD) -> tuple[float, float, float, float]:
-    lo = pad / (1 + 2 * pad)
-    return (lo, lo, 1 - lo, 1 - lo)
-
-
-def blur_person_heads(
-    bgr: npt.NDArray[np.uint8], boxes: list[tuple[float, float, float, float]]
-) -> npt.NDArray[np.uint8]:
-    """Gaussian blur over the upper third of each (crop-normalised) box."""
-    out = bgr.copy()
-    h, w = out.shape[:2]
-    for x1, y1, x2, y2 in boxes:
-        ix1, iy1 = max(0, int(x1 * w)), max(0, int(y1 * h))
-        ix2, iy2 = min(w, int(np.ceil(x2 * w))), min(h, int(np.ceil((y1 + (y2 - y1) / 3) * h)))
-        if ix2 - ix1 < 2 or iy2 - iy1 < 2:
-            continue
-        k = max(3, (max(ix2 - ix1, iy2 - iy1) // 3) | 1)
-        out[iy1:iy2, ix1:ix2] = cv2.GaussianBlur(out[iy1:iy2, ix1:ix2], (k, k), 0)
-    return out
 
 
 class HardExampleRecorder:

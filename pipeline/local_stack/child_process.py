@@ -61,6 +61,10 @@ class ChildProcess:
     def env(self) -> dict[str, str] | None:
         return None
 
+    def run_as(self) -> str | None:
+        """User to run the child as (the process starts as that user: signals reach it directly)."""
+        return None
+
     # ---- lifecycle
     @property
     def pid(self) -> int | None:
@@ -89,6 +93,7 @@ class ChildProcess:
                     stderr=subprocess.STDOUT,
                     env=self.env(),
                     start_new_session=self.detached,
+                    user=self.run_as(),
                 )
             except OSError as exc:
                 raise LocalStackError(f"cannot start {self.name} ({cmd[0]}): {exc}") from exc

@@ -66,7 +66,7 @@ def tflite_input_size(path: Path) -> tuple[int, int] | None:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # the cloud image has TensorFlow, not ai-edge-litert
         try:
-            from tensorflow.lite import Interpreter  # type: ignore[no-redef]
+            from tensorflow.lite import Interpreter
         except ImportError:
             return None
     try:

@@ -86,6 +86,29 @@ def crossing(line: Segment, prev: Point, cur: Point) -> Direction | None:
     return "left_to_right" if s_prev < 0 else "right_to_left"
 
 
+def signed_distance(line: Segment, p: Point) -> float:
+    """Distance of ``p`` from the infinite line through ``line``: > 0 right of a->b, < 0 left."""
+    (ax, ay), (bx, by) = line
+    length = math.hypot(bx - ax, by - ay)
+    return cross(line[0], line[1], p) / length if length > _EPS else 0.0
+
+
+def committed_side(line: Segment, p: Point, margin: float, current: int | None) -> int | None:
+    """The side an anchor is *clearly* on: +1 right, -1 left, once it is at least ``margin`` away
+    from the line; inside that band the side stays ``current`` (hysteresis).
+
+    A person standing on a line, or a box whose feet jitter by a few pixels around it, would
+    otherwise change side on every frame and count a crossing each time; with a band of ``margin``
+    (normalised units: 0.02 is about 12 px of a 576-px frame) a side change needs a real move.
+    """
+    d = signed_distance(line, p)
+    if d >= margin:
+        return 1
+    if d <= -margin:
+        return -1
+    return current
+
+
 def point_in_polygon(p: Point, polygon: Sequence[Point]) -> bool:
     """Even-odd ray casting. Points exactly on an edge may fall either way (edges are measure
     zero in normalised float coordinates, and rules only need a consistent answer)."""

@@ -13,8 +13,11 @@ Kinds (all filtered by camera, label — an empty label list means any label —
   new stay. A track first seen inside counts as entering.
 * ``dwell``: the anchor has been inside ``zone`` for at least ``dwell_s``, judged at the
   track's events (the edge's keepalives bound the delay). Once per stay.
-* ``line``: the anchor moved across ``line`` between two consecutive events of the track, in
-  ``direction`` (see :mod:`pipeline.operators.geometry` for left/right). Every crossing.
+* ``line``: the anchor moved across ``line`` in ``direction`` (see :mod:`pipeline.operators.geometry`
+  for left/right), with hysteresis: the side only changes once the anchor is ``hysteresis`` away
+  from the line, and the move from the last point clearly on the old side to the first point
+  clearly on the new one must pass between the segment's ends. Every crossing; feet flickering
+  on the line count nothing.
 * ``count``: more than ``count`` distinct tracks (anchor in ``zone`` if set) within the last
   ``window_s``. Fires when the count goes above the limit; re-arms when it drops back.
 
@@ -38,9 +41,11 @@ from pipeline.operators.geometry import (
     Point,
     Segment,
     anchor_point,
+    committed_side,
     crossing,
     point_in_polygon,
     polygon_problem,
+    signed_distance,
     validate_segment,
 )
 from pipeline.operators.schema import Box, Event, EventType
@@ -105,6 +110,8 @@ class RuleSettingsLike(Protocol):
     def cooldown_s(self) -> float: ...
     @property
     def schedule(self) -> tuple[str, str] | None: ...
+    @property
+    def hysteresis(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,7 @@ class RuleSpec:
     window_s: float = 60.0
     cooldown_s: float = 60.0
     schedule: tuple[str, str] | None = None
+    hysteresis: float = 0.02
 
     def __post_init__(self) -> None:
         problem = self._problem()
@@ -148,6 +156,8 @@ class RuleSpec:
             return str(exc)
         if self.dwell_s <= 0 or self.window_s <= 0 or self.count < 1 or self.cooldown_s < 0:
             return "dwell_s and window_s must be > 0, count >= 1, cooldown_s >= 0"
+        if not 0 <= self.hysteresis < 0.5:
+            return "hysteresis must be in [0, 0.5)"
         return None
 
     @classmethod
@@ -166,6 +176,7 @@ class RuleSpec:
             window_s=rs.window_s,
             cooldown_s=rs.cooldown_s,
             schedule=rs.schedule,
+            hysteresis=rs.hysteresis,
         )
 
     @property
@@ -295,14 +306,29 @@ def _stay(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: boo
 
 
 def _line(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: bool, anchor: Point) -> _Step:
+    """State: ``side`` the anchor is committed to and ``ref``, the last anchor clearly on it."""
     assert spec.line is not None  # checked by RuleSpec
-    prev = st.get("prev")
+    side: int | None = st.get("side")
+    ref = st.get("ref")
+    if side is None and st.get("prev") is not None:  # state written before hysteresis existed
+        prev = (float(st["prev"][0]), float(st["prev"][1]))
+        side, ref = committed_side(spec.line, prev, 0.0, None), prev
+    new = committed_side(spec.line, anchor, spec.hysteresis, side)
     hit = None
-    if prev is not None:
-        d = crossing(spec.line, (float(prev[0]), float(prev[1])), anchor)
+    if new is None:  # never clearly on a side yet
+        return None, {"side": None, "ref": None, "t": obs.ts_ms}
+    if side is not None and new != side and ref is not None:
+        d = crossing(spec.line, (float(ref[0]), float(ref[1])), anchor)
         if d is not None and can_fire and spec.direction in ("any", d):
             hit = _hit(spec, obs, obs.ts_ms, f"crossed line {d}")
-    return hit, {"prev": [anchor[0], anchor[1]], "t": obs.ts_ms}
+    if new != side or anchor_outside_band(spec, anchor):
+        ref = [anchor[0], anchor[1]]
+    return hit, {"side": new, "ref": ref, "t": obs.ts_ms}
+
+
+def anchor_outside_band(spec: RuleSpec, anchor: Point) -> bool:
+    assert spec.line is not None
+    return abs(signed_distance(spec.line, anchor)) >= spec.hysteresis
 
 
 def _count(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: bool, anchor: Point) -> RuleResult:

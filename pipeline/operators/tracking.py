@@ -1,16 +1,32 @@
-"""SORT-style multi-object tracker: a constant-velocity Kalman filter per track, optimal IoU
-matching (Hungarian, :mod:`pipeline.operators.assignment`) within each label.
+"""Multi-object tracker: a constant-velocity Kalman filter per track (:mod:`pipeline.operators.kalman`)
+and optimal matching (Hungarian, :mod:`pipeline.operators.assignment`) within each label, in three
+stages that each keep an identity the one before would lose (measured on PETS09-S2L1 by
+``python -m benchmarks --only accuracy``; figures in ``benchmarks/RESULTS.md``):
 
-Pure: the caller passes the frame time in (``t_ms``, epoch or monotonic milliseconds, never
-decreasing; a step back is treated as zero elapsed time). Boxes are normalised x1, y1, x2, y2.
+1. **High-score detections** (``score >= high_score``) against live tracks by IoU with the predicted
+   box, plus an appearance term when detections carry a colour histogram (two people crossing).
+2. **Low-score detections** (ByteTrack's second association) against confirmed tracks still
+   unmatched, by IoU only (``low_iou_threshold``): a person whose score dips behind a pole keeps
+   the track; a low-score detection never starts one.
+3. **Re-identification of lost tracks** (missed more than ``max_missed`` steps, kept up to
+   ``lost_ms``): remaining high-score detections near where the track should be (centre distance
+   in track heights, growing with the gap), of a similar height and, when both have one, a
+   similar appearance. A track found again restarts its filter from the two real observations
+   around the gap (OC-SORT's observation-centric re-update), so it does not jump.
+
+Pure: the caller passes the frame time in (``t_ms``, never decreasing; a step back is treated as
+zero elapsed time). Boxes are normalised x1, y1, x2, y2. Bounded: at most ``max_tracks`` live and
+lost tracks; detections beyond are refused and counted.
 
 Lifecycle of a track:
 
-* An unmatched detection opens a *tentative* track. It is confirmed after ``min_hits``
+* An unmatched high-score detection opens a *tentative* track. It is confirmed after ``min_hits``
   matches on consecutive detection steps (reported once in ``started``); a tentative track
   that misses one step is dropped silently, which filters one-frame false positives.
-* A confirmed track that is matched is reported in ``updated``; one that misses more than
-  ``max_missed`` consecutive detection steps is reported in ``ended`` and removed.
+* A confirmed track that is matched is reported in ``updated`` (also when it was re-identified
+  after being lost: same id); one that misses more than ``max_missed`` steps is *lost* (not
+  reported, still matchable by stage 3) and ends (reported in ``ended``) once ``lost_ms`` have
+  passed since it was last seen.
 * :meth:`Tracker.predict_only` is for frames the motion gate skipped: see its docstring.
 
 Track ids come from a counter (``first_id`` upwards) that never goes back, so ids are never
@@ -19,26 +35,21 @@ reused within a tracker; tentative tracks that die also consume ids, so there ca
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Final
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
+from pipeline.operators.appearance import Feature, blend, similarity
 from pipeline.operators.assignment import linear_assignment
+from pipeline.operators.kalman import KalmanBox
 from pipeline.operators.schema import Box
 
-Array = npt.NDArray[np.float64]
-
-_MIN_SIZE: Final = 1e-4
-# Noise model, in normalised units and seconds. Measurement noise is detector jitter; process
-# noise is how fast velocity may change (white-noise acceleration). Pedestrians and cars cross
-# a frame in seconds, so accelerations of ~0.5 frame/s^2 are plausible for the centre.
-_MEAS_STD: Final = np.array([0.01, 0.01, 0.02, 0.02])
-_ACCEL_STD: Final = np.array([0.5, 0.5, 0.2, 0.2])
-_INIT_VEL_STD: Final = 0.5
-_H: Final = np.hstack([np.eye(4), np.zeros((4, 4))])
+# Re-identification gate (stage 3), in track heights: a walking person covers about half their
+# height per second in this kind of view, so the allowance grows with the gap.
+_REID_BASE_DIST = 0.6
+_REID_DIST_PER_S = 0.6
+_REID_MAX_HEIGHT_RATIO = 1.5
+_NO_MATCH = 1e6
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +57,7 @@ class Detection:
     box: Box  # x1, y1, x2, y2, normalised
     score: float
     label: str
+    feature: Feature | None = None  # appearance histogram (pipeline.operators.appearance)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,13 +66,15 @@ class Track:
 
     id: int
     label: str
-    score: float  # exponentially smoothed detection score
+    score: float  # exponentially smoothed score of its high-score detections
     box: Box  # current estimate, clipped to the frame; for ended tracks the last matched one
     first_ms: int  # time of the first detection
     last_ms: int  # time of the last matched detection
     hits: int  # matched detections in total
     missed: int  # consecutive detection steps without a match
     velocity: tuple[float, float] = (0.0, 0.0)  # centre velocity, normalised units per second
+    feature: Feature | None = None  # smoothed appearance, when detections carried one
+    link: int | None = None  # a lost or ended track this one probably continues (see Tracker)
 
     @property
     def centre(self) -> tuple[float, float]:
@@ -73,54 +87,8 @@ class TrackUpdate:
 
     started: list[Track] = field(default_factory=list)  # confirmed this step
     updated: list[Track] = field(default_factory=list)  # confirmed before, matched this step
-    ended: list[Track] = field(default_factory=list)  # missed too many steps; removed
+    ended: list[Track] = field(default_factory=list)  # lost for lost_ms; removed
     held: list[Track] = field(default_factory=list)  # predict_only: alive, not re-detected
-
-
-class KalmanBox:
-    """Constant-velocity Kalman filter on (cx, cy, w, h) with their velocities per second."""
-
-    def __init__(self, box: Box) -> None:
-        self.x: Array = np.zeros(8)
-        self.x[:4] = _to_cxcywh(box)
-        self.p: Array = np.diag(np.concatenate([_MEAS_STD**2, np.full(4, _INIT_VEL_STD**2)]))
-
-    def predict(self, dt_s: float) -> None:
-        if dt_s <= 0.0:
-            return
-        f = np.eye(8)
-        f[:4, 4:] = np.eye(4) * dt_s
-        q = np.zeros((8, 8))
-        var = _ACCEL_STD**2
-        # Discretised white-noise acceleration, per (position, velocity) pair.
-        q[:4, :4] = np.diag(var * dt_s**4 / 4.0)
-        q[:4, 4:] = q[4:, :4] = np.diag(var * dt_s**3 / 2.0)
-        q[4:, 4:] = np.diag(var * dt_s**2)
-        self.x = f @ self.x
-        self.p = f @ self.p @ f.T + q
-
-    def update(self, box: Box) -> None:
-        z = _to_cxcywh(box)
-        r = np.diag(_MEAS_STD**2)
-        s = _H @ self.p @ _H.T + r
-        k = self.p @ _H.T @ np.linalg.inv(s)
-        self.x = self.x + k @ (z - _H @ self.x)
-        self.p = (np.eye(8) - k @ _H) @ self.p
-        self.p = (self.p + self.p.T) / 2.0  # keep it symmetric against rounding drift
-
-    def stop(self) -> None:
-        """Forget the velocity (the object is known to be still)."""
-        self.x[4:] = 0.0
-
-    def box(self) -> Box:
-        cx, cy = float(self.x[0]), float(self.x[1])
-        w, h = max(float(self.x[2]), _MIN_SIZE), max(float(self.x[3]), _MIN_SIZE)
-        return (cx - w / 2.0, cy - h / 2.0, cx + w / 2.0, cy + h / 2.0)
-
-
-def _to_cxcywh(box: Box) -> Array:
-    x1, y1, x2, y2 = box
-    return np.array([(x1 + x2) / 2.0, (y1 + y2) / 2.0, max(x2 - x1, _MIN_SIZE), max(y2 - y1, _MIN_SIZE)])
 
 
 def clip_box(box: Box) -> Box:
@@ -146,10 +114,13 @@ class _Live:
     score: float
     first_ms: int
     last_ms: int
-    last_box: Box
+    last_box: Box  # the last matched detection's box (observation, not estimate)
+    first_box: Box  # where it was first seen (to link it to a track that vanished there)
     hits: int = 1
     missed: int = 0
     confirmed: bool = False
+    feature: Feature | None = None
+    link: int | None = None
 
     def snapshot(self, *, last_matched: bool = False) -> Track:
         return Track(
@@ -162,6 +133,8 @@ class _Live:
             hits=self.hits,
             missed=self.missed,
             velocity=(float(self.kf.x[4]), float(self.kf.x[5])),
+            feature=self.feature,
+            link=self.link,
         )
 
 
@@ -174,24 +147,42 @@ class Tracker:
         max_missed: int = 5,
         min_hits: int = 2,
         *,
+        high_score: float | None = None,
+        low_iou_threshold: float = 0.5,
+        lost_ms: int = 0,
+        appearance_weight: float = 0.5,
+        reid_min_similarity: float = 0.75,
         score_alpha: float = 0.5,
+        feature_alpha: float = 0.2,
+        link_ms: int = 10_000,
         max_tracks: int = 256,
         first_id: int = 1,
     ) -> None:
-        if not 0.0 < iou_threshold <= 1.0:
-            raise ValueError("iou_threshold must be in (0, 1]")
-        if max_missed < 0 or min_hits < 1 or max_tracks < 1 or not 0.0 < score_alpha <= 1.0:
-            raise ValueError("need max_missed >= 0, min_hits >= 1, max_tracks >= 1, 0 < score_alpha <= 1")
+        if not 0.0 < iou_threshold <= 1.0 or not 0.0 < low_iou_threshold <= 1.0:
+            raise ValueError("iou thresholds must be in (0, 1]")
+        if max_missed < 0 or min_hits < 1 or max_tracks < 1 or not 0.0 < score_alpha <= 1.0 or lost_ms < 0:
+            raise ValueError("need max_missed >= 0, min_hits >= 1, max_tracks >= 1, 0 < score_alpha <= 1, lost_ms >= 0")
         self.iou_threshold = iou_threshold
+        self.low_iou_threshold = low_iou_threshold
         self.max_missed = max_missed
         self.min_hits = min_hits
+        self.high_score = high_score
+        self.lost_ms = lost_ms
+        self.appearance_weight = appearance_weight
+        self.reid_min_similarity = reid_min_similarity
         self.score_alpha = score_alpha
+        self.feature_alpha = feature_alpha
+        self.link_ms = link_ms
         self.max_tracks = max_tracks
+        # recently ended tracks (last box, time) a new track may be linked to; bounded by max_tracks
+        self._ended: list[_Live] = []
         self._next_id = first_id
         self._live: list[_Live] = []
         self._t_ms: int | None = None
         # Detections refused because max_tracks live tracks already exist (bounded state).
         self.dropped_detections = 0
+        # Lost tracks found again by stage 3 (same id instead of a new track).
+        self.reidentified = 0
 
     @property
     def next_id(self) -> int:
@@ -200,8 +191,8 @@ class Tracker:
 
     @property
     def tracks(self) -> list[Track]:
-        """Confirmed live tracks, current estimates."""
-        return [t.snapshot() for t in self._live if t.confirmed]
+        """Confirmed tracks that are not lost, current estimates."""
+        return [t.snapshot() for t in self._live if t.confirmed and t.missed <= self.max_missed]
 
     def _advance(self, t_ms: int) -> None:
         dt_s = 0.0 if self._t_ms is None else max(0, t_ms - self._t_ms) / 1000.0
@@ -209,26 +200,44 @@ class Tracker:
         for t in self._live:
             t.kf.predict(dt_s)
 
+    def _is_high(self, det: Detection) -> bool:
+        return self.high_score is None or det.score >= self.high_score
+
     def update(self, detections: Sequence[Detection], t_ms: int) -> TrackUpdate:
         """One detection step at frame time ``t_ms``."""
         self._advance(t_ms)
         out = TrackUpdate()
-        pairs = self._match(detections)
+        high = [i for i, d in enumerate(detections) if self._is_high(d)]
+        low = [i for i, d in enumerate(detections) if not self._is_high(d)]
+        active = [i for i, t in enumerate(self._live) if t.missed <= self.max_missed]
+        pairs = self._match_iou(active, high, detections, self.iou_threshold, appearance=True)
+        free_tracks = [i for i in active if self._live[i].confirmed and i not in {p[0] for p in pairs}]
+        pairs += self._match_iou(free_tracks, low, detections, self.low_iou_threshold, appearance=False)
+        matched_dets = {d for _, d in pairs}
+        lost = [i for i, t in enumerate(self._live) if t.confirmed and i not in {p[0] for p in pairs}
+                and (t.missed > self.max_missed or t.missed > 0)]  # fmt: skip
+        pairs += self._reidentify(lost, [d for d in high if d not in matched_dets], detections, t_ms)
         matched_tracks = {ti for ti, _ in pairs}
         matched_dets = {di for _, di in pairs}
 
         for ti, di in pairs:
             tr, det = self._live[ti], detections[di]
-            tr.kf.update(det.box)
+            if tr.missed > 0:  # found after a gap: restart from observations, not the drifted state
+                tr.kf.restart_from(tr.last_box, det.box, max(0, t_ms - tr.last_ms) / 1000.0)
+            else:
+                tr.kf.update(det.box)
             tr.hits += 1
             tr.missed = 0
             tr.last_ms = t_ms
-            tr.last_box = tr.kf.box()
-            tr.score += self.score_alpha * (det.score - tr.score)
+            tr.last_box = det.box
+            if self._is_high(det):
+                tr.score += self.score_alpha * (det.score - tr.score)
+                tr.feature = blend(tr.feature, det.feature, self.feature_alpha)
             if tr.confirmed:
                 out.updated.append(tr.snapshot())
             elif tr.hits >= self.min_hits:
                 tr.confirmed = True
+                tr.link = self._predecessor(tr, t_ms)
                 out.started.append(tr.snapshot())
 
         keep: list[_Live] = []
@@ -237,30 +246,28 @@ class Tracker:
                 tr.missed += 1
                 if not tr.confirmed:
                     continue  # tentative tracks must be seen on consecutive steps
-                if tr.missed > self.max_missed:
+                if tr.missed > self.max_missed and t_ms - tr.last_ms > self.lost_ms:
                     out.ended.append(tr.snapshot(last_matched=True))
+                    self._ended.append(tr)
                     continue
             keep.append(tr)
         self._live = keep
+        self._ended = [e for e in self._ended if t_ms - e.last_ms <= self.link_ms][-self.max_tracks :]
 
-        for di, det in enumerate(detections):
+        for di in high:
             if di in matched_dets:
                 continue
+            det = detections[di]
             if len(self._live) >= self.max_tracks:
                 self.dropped_detections += 1
                 continue
-            tr = _Live(
-                id=self._next_id,
-                label=det.label,
-                kf=KalmanBox(det.box),
-                score=det.score,
-                first_ms=t_ms,
-                last_ms=t_ms,
-                last_box=det.box,
-            )
+            tr = _Live(id=self._next_id, label=det.label, kf=KalmanBox(det.box), score=det.score, first_ms=t_ms,
+                       first_box=det.box,
+                       last_ms=t_ms, last_box=det.box, feature=det.feature)  # fmt: skip
             self._next_id += 1
             if self.min_hits <= 1:
                 tr.confirmed = True
+                tr.link = self._predecessor(tr, t_ms)
                 out.started.append(tr.snapshot())
             self._live.append(tr)
         return out
@@ -272,16 +279,62 @@ class Tracker:
         zeroed (so the next prediction starts from rest, instead of drifting off an object
         that stopped) and its ``missed`` count does not grow (a person standing still must
         not time out merely because the gate stopped running the detector). Confirmed tracks
-        are returned in ``held`` so the event policy can send keepalives; nothing ends here.
+        that are not lost are returned in ``held`` so the event policy can send keepalives;
+        nothing ends here.
         """
         for tr in self._live:
             tr.kf.stop()
         self._advance(t_ms)
-        out = TrackUpdate()
-        for tr in self._live:
-            if tr.confirmed:
-                out.held.append(tr.snapshot())
-        return out
+        return TrackUpdate(held=self.tracks)
+
+    def predicted(self, t_ms: int) -> list[Track]:
+        """Confirmed, not lost tracks as the filter predicts them at ``t_ms``; no state changes.
+
+        For frames between detection steps (a display, or scoring every frame of a video that
+        was detected at ``detect_fps``): constant-velocity extrapolation of each estimate.
+        """
+        dt_s = 0.0 if self._t_ms is None else max(0, t_ms - self._t_ms) / 1000.0
+        return [replace(t.snapshot(), box=clip_box(t.kf.box_at(dt_s)))
+                for t in self._live if t.confirmed and t.missed <= self.max_missed]  # fmt: skip
+
+    def export_state(self) -> dict[str, Any]:
+        """Confirmed tracks and the id counter as JSON-ready data (a node saves it to survive a restart)."""
+        return {
+            "v": 1,
+            "next_id": self._next_id,
+            "tracks": [
+                {"id": t.id, "label": t.label, "score": t.score, "first_ms": t.first_ms, "last_ms": t.last_ms,
+                 "box": list(t.last_box), "hits": t.hits, "feature": list(t.feature) if t.feature else None}
+                for t in self._live
+                if t.confirmed
+            ],
+        }  # fmt: skip
+
+    def restore_state(self, state: Mapping[str, Any]) -> int:
+        """Take back tracks saved by :meth:`export_state` (a restarted node); returns how many.
+
+        Restored tracks keep their ids and count as *lost*: not reported until a detection
+        re-identifies them (stage 3, from their last box), and ended ``lost_ms`` after they were
+        last seen, as any lost track. Their velocity is not trusted across a restart. Raises
+        ValueError on data that is not such a state.
+        """
+        try:
+            tracks = [
+                _Live(id=int(d["id"]), label=str(d["label"]), kf=KalmanBox(_box(d["box"])), score=float(d["score"]),
+                      first_box=_box(d["box"]),
+                      first_ms=int(d["first_ms"]), last_ms=int(d["last_ms"]), last_box=_box(d["box"]),
+                      hits=int(d["hits"]), missed=self.max_missed + 1, confirmed=True,
+                      feature=tuple(float(v) for v in d["feature"]) if d.get("feature") else None)
+                for d in state["tracks"]
+            ]  # fmt: skip
+            next_id = int(state["next_id"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a tracker state: {exc!r}") from exc
+        known = {t.id for t in self._live}
+        fresh = [t for t in tracks if t.id not in known][: max(0, self.max_tracks - len(self._live))]
+        self._live.extend(fresh)
+        self._next_id = max(self._next_id, next_id, *(t.id + 1 for t in fresh))
+        return len(fresh)
 
     def end_all(self, t_ms: int) -> TrackUpdate:
         """End every confirmed track (camera stopped or source switched)."""
@@ -290,14 +343,78 @@ class Tracker:
         self._live = []
         return out
 
-    def _match(self, detections: Sequence[Detection]) -> list[tuple[int, int]]:
-        if not self._live or not detections:
+    # ------------------------------------------------------------------ association
+
+    def _match_iou(self, tracks: list[int], dets: list[int], detections: Sequence[Detection], threshold: float,
+                   *, appearance: bool) -> list[tuple[int, int]]:  # fmt: skip
+        """Optimal pairs by ``1 - IoU`` (+ appearance distance), same label, IoU >= ``threshold``."""
+        if not tracks or not dets:
             return []
-        pred = [t.kf.box() for t in self._live]
-        # Different labels get IoU 0, so they can never be matched (same-label matching).
-        scores = [
-            [iou(p, d.box) if t.label == d.label else 0.0 for d in detections]
-            for t, p in zip(self._live, pred, strict=True)
-        ]
-        pairs = linear_assignment([[1.0 - s for s in row] for row in scores])
-        return [(ti, di) for ti, di in pairs if scores[ti][di] >= self.iou_threshold]
+        cost: list[list[float]] = []
+        for ti in tracks:
+            tr = self._live[ti]
+            pred = tr.kf.box()
+            row = []
+            for di in dets:
+                d = detections[di]
+                o = iou(pred, d.box) if tr.label == d.label else 0.0
+                if o < threshold:
+                    row.append(_NO_MATCH)
+                    continue
+                sim = similarity(tr.feature, d.feature) if appearance else None
+                row.append(1.0 - o + (self.appearance_weight * (1.0 - sim) if sim is not None else 0.0))
+            cost.append(row)
+        return [(tracks[r], dets[c]) for r, c in linear_assignment(cost) if cost[r][c] < _NO_MATCH]
+
+    def _predecessor(self, new: _Live, t_ms: int) -> int | None:
+        """The lost or recently ended track (same label, gone within ``link_ms``) a newly confirmed
+        track most probably continues, by the re-identification distance gate without the
+        appearance test; None if there is none. Stage 3 already re-uses the id when appearance
+        agrees too; this weaker link lets the cloud keep one *incident* (presence, dwell) across
+        a break it could not mend, so it is reported, not acted on, here."""
+        best: tuple[float, int] | None = None
+        for old in [*self._ended, *(t for t in self._live if t.confirmed and t.missed > 0)]:
+            gap_s = (t_ms - old.last_ms) / 1000.0
+            if old is new or old.label != new.label or not 0 <= gap_s * 1000 <= self.link_ms:
+                continue
+            h = max(old.last_box[3] - old.last_box[1], 1e-6)
+            dist = _centre_dist(old.last_box, new.first_box) / h
+            if dist <= _REID_BASE_DIST + _REID_DIST_PER_S * gap_s and (best is None or dist < best[0]):
+                best = (dist, old.id)
+        return None if best is None else best[1]
+
+    def _reidentify(self, tracks: list[int], dets: list[int], detections: Sequence[Detection],
+                    t_ms: int) -> list[tuple[int, int]]:  # fmt: skip
+        """Stage 3: lost (or coasting) tracks vs unclaimed high-score detections by motion + appearance."""
+        if not tracks or not dets:
+            return []
+        cost: list[list[float]] = []
+        for ti in tracks:
+            tr = self._live[ti]
+            gap_s = max(0, t_ms - tr.last_ms) / 1000.0
+            pred = tr.kf.box()
+            last = tr.last_box
+            h = max(last[3] - last[1], 1e-6)
+            allow = _REID_BASE_DIST + _REID_DIST_PER_S * gap_s
+            row = []
+            for di in dets:
+                d = detections[di]
+                dh = max(d.box[3] - d.box[1], 1e-6)
+                sim = similarity(tr.feature, d.feature)
+                dist = min(_centre_dist(pred, d.box), _centre_dist(last, d.box)) / h
+                ok = (d.label == tr.label and dist <= allow and max(dh / h, h / dh) <= _REID_MAX_HEIGHT_RATIO
+                      and (sim is None or sim >= self.reid_min_similarity))  # fmt: skip
+                row.append(dist / allow + (1.0 - sim if sim is not None else 0.5) if ok else _NO_MATCH)
+            cost.append(row)
+        pairs = [(tracks[r], dets[c]) for r, c in linear_assignment(cost) if cost[r][c] < _NO_MATCH]
+        self.reidentified += sum(1 for ti, _ in pairs if self._live[ti].missed > self.max_missed)
+        return pairs
+
+
+def _box(v: Any) -> Box:
+    x1, y1, x2, y2 = (float(c) for c in v)
+    return (x1, y1, x2, y2)
+
+
+def _centre_dist(a: Box, b: Box) -> float:
+    return float(((a[0] + a[2] - b[0] - b[2]) ** 2 + (a[1] + a[3] - b[1] - b[3]) ** 2) ** 0.5 / 2.0)

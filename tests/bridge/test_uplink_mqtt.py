@@ -14,10 +14,10 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from pipeline.bridge import uplink_mqtt
-from pipeline.bridge.kafka_crc import use_compiled_crc32c
 from pipeline.bridge.key_partitions import KeyPartitions
-from pipeline.bridge.uplink_mqtt import PAHO_VERSION, READ_CHUNK, lean_client
+from pipeline.compat import paho_uplink as uplink_mqtt
+from pipeline.compat.kafka_python import use_compiled_crc32c
+from pipeline.compat.paho_uplink import PAHO_VERSION, READ_CHUNK, UplinkMqttClient, configure_uplink
 
 pytestmark = pytest.mark.unit
 
@@ -48,8 +48,9 @@ class Peer:
         self.events: list[tuple[int, int, bool, str, bytes]] = []
         self.messages: list[tuple[int, int, str, bytes]] = []
         self.paused = False
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5, manual_ack=True)
-        self.client = lean_client(client, on_event=lambda *e: self.events.append(e), read_paused=lambda: self.paused)
+        self.client = UplinkMqttClient(CallbackAPIVersion.VERSION2, client_id="t", protocol=mqtt.MQTTv5,
+                                       manual_ack=True)  # fmt: skip
+        configure_uplink(self.client, on_event=lambda *e: self.events.append(e), read_paused=lambda: self.paused)
         self.client.on_message = self._on_message
         self.ours, self.theirs = socket.socketpair()
         self.ours.setblocking(False)

@@ -38,7 +38,7 @@ def _jpeg_b64(rgb: np.ndarray) -> str:
 
 async def find_crops(address: str) -> Crops:
     client = InferenceClient(ModelServerSettings(address=address, timeout_s=30))
-    await client.connect()
+    size = (await client.connect()).input_size
     cap = cv2.VideoCapture(str(SAMPLE_CLIP))
     frames = []
     for i in range(60):
@@ -52,7 +52,7 @@ async def find_crops(address: str) -> Crops:
     candidates: list[str] = []
     background = None
     for rgb in frames:
-        lb = letterbox(rgb)
+        lb = letterbox(rgb, size)
         dets = (await client.predict(lb.image[None]))[0]
         h, w = rgb.shape[:2]
         people = [d for d in dets if label_of(d[5]) == "person" and d[4] >= 0.4]
@@ -69,12 +69,12 @@ async def find_crops(address: str) -> Crops:
     # keep the crops the model confirms on their own (what the worker will see)
     people_crops = []
     for crop in candidates:
-        lb = letterbox(decode_crop(crop))  # type: ignore[arg-type]
+        lb = letterbox(decode_crop(crop), size)  # type: ignore[arg-type]
         dets = (await client.predict(lb.image[None]))[0]
         if cloud_score(dets, "person", centre_region(lb, 0.5)) >= 0.4:
             people_crops.append(crop)
     assert background is not None
-    lb = letterbox(decode_crop(background))  # type: ignore[arg-type]
+    lb = letterbox(decode_crop(background), size)  # type: ignore[arg-type]
     bg_score = cloud_score((await client.predict(lb.image[None]))[0], "person", centre_region(lb, 0.5))
     assert bg_score < 0.25, f"background crop looks like a person ({bg_score})"
     await client.close()

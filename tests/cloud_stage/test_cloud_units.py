@@ -164,8 +164,8 @@ def _run_rules(
                 alerts.append(incident_alert_id(f.rule.id, ev.site, ev.cam, f.incident_key, opened))
             ledger.commit(key, entry)
         st.commit()
-        if ev.type == "track_ended":
-            ledger.track_ended(engine.specs, ev)
+        for cam, person in engine.expired:
+            ledger.forget(engine.specs, cam, person)
     return alerts
 
 
@@ -278,8 +278,9 @@ def test_track_state_without_track_ended_expires_after_the_ttl() -> None:
             _, key, entry = ledger.decide(f, ev)
             ledger.commit(key, entry)
         st.commit()
-        if ev.type == "track_ended":  # as the worker does on a proper end
-            ledger.track_ended(engine.specs, ev)
+        for cam, person in engine.expired:  # as the worker does when a person is forgotten
+            ledger.forget(engine.specs, cam, person)
+        if ev.type == "track_ended":
             tracks.pop(f"{ev.cam}|{ev.track}", None)
         else:
             tracks[f"{ev.cam}|{ev.track}"] = {"cloud": 0.9}

@@ -66,12 +66,13 @@ def test_full_queue_fails_fast_and_errors_reach_every_request() -> None:
 def test_real_model_server_one_predict_per_batch(model_server: object, crops: object) -> None:
     address = model_server.address  # type: ignore[attr-defined]
     people = crops.people  # type: ignore[attr-defined]
-    images = [letterbox(decode_crop(people[i % len(people)])).image for i in range(16)]  # type: ignore[arg-type]
 
     async def run() -> tuple[list[int], float, float]:
         client = InferenceClient(ModelServerSettings(address=address, timeout_s=60))
         info = await client.connect()
-        assert info.name == "centernet" and info.max_batch is None
+        assert info.name == "centernet" and info.max_batch is None and info.input_size == 256
+        images = [letterbox(decode_crop(people[i % len(people)]), info.input_size).image  # type: ignore[arg-type]
+                  for i in range(16)]  # fmt: skip
         calls: list[int] = []
 
         async def predict(batch: np.ndarray) -> np.ndarray:
@@ -112,5 +113,55 @@ def test_metadata_mismatch_is_a_clear_model_error(model_server: object) -> None:
         with pytest.raises(ModelError, match="signature 'nope'"):
             await client.connect()
         await client.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.unit
+def test_latency_bound_caps_the_batch_from_the_measured_cost() -> None:
+    async def run() -> list[int]:
+        calls: list[int] = []
+
+        async def predict(batch: np.ndarray) -> np.ndarray:  # 10 ms per image, as a server would
+            calls.append(len(batch))
+            await asyncio.sleep(0.01 * len(batch))
+            return np.zeros((len(batch), 100, 6), np.float32)
+
+        b = MicroBatcher(predict, max_batch=32, max_wait_s=0.02, queue_limit=128, max_latency_s=0.045)
+        await b.infer(np.zeros((1, 1, 3), np.float32))  # measures the cost: >= 10 ms per image
+        assert b.image_cost_s is not None and b.batch_cap() == int(0.045 / b.image_cost_s) <= 4
+        await asyncio.gather(*(b.infer(np.zeros((1, 1, 3), np.float32)) for _ in range(12)))
+        await b.close()
+        return calls
+
+    calls = asyncio.run(run())
+    assert calls[0] == 1 and max(calls[1:]) <= 4 and sum(calls[1:]) == 12
+
+
+@pytest.mark.unit
+def test_two_calls_in_flight_and_close_fails_waiters() -> None:
+    async def run() -> None:
+        running = 0
+        peak = 0
+        release = asyncio.Event()
+
+        async def predict(batch: np.ndarray) -> np.ndarray:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await release.wait()
+            running -= 1
+            return np.zeros((len(batch), 100, 6), np.float32)
+
+        b = MicroBatcher(predict, max_batch=2, max_wait_s=0.0, queue_limit=16, max_inflight=2)
+        tasks = [asyncio.ensure_future(b.infer(np.zeros((1, 1, 3), np.float32))) for _ in range(6)]
+        for _ in range(50):
+            await asyncio.sleep(0.005)
+            if peak == 2:
+                break
+        assert peak == 2  # two batches at the server, the rest waiting for a slot
+        await b.close()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, InferenceUnavailable) for r in results)
 
     asyncio.run(run())

@@ -72,6 +72,10 @@ def project(build_times: dict[str, float], tmp_path_factory: pytest.TempPathFact
         "MQTT_BRIDGE_PASSWORD": secrets.token_hex(12),
         "MQTT_ALERTS_PASSWORD": secrets.token_hex(12),
         "MQTT_EDGE_USERS": f"node-1:{secrets.token_hex(12)}",
+        "MQTT_CONSOLE_PASSWORD": secrets.token_hex(12),
+        "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "CONSOLE_SESSION_SECRET": secrets.token_hex(16),
+        "CONSOLE_HOST_PORT": str(free_port()),
         "MQTT_HOST_PORT": str(free_port()),
         "KAFKA_HOST_PORT": str(free_port()),
     }

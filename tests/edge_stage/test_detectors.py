@@ -83,3 +83,67 @@ def test_face_blur_and_pose_run_on_bundled_models() -> None:
     assert attrs in ({}, {"pose": "up"}, {"pose": "down"})
     lying = cv2.rotate(frame, cv2.ROTATE_90_CLOCKWISE)
     assert extras.pose_attrs(lying, (0.0, 0.0, 1.0, 1.0)) in ({}, {"pose": "down"}, {"pose": "up"})
+
+
+@needs_centernet
+@pytest.mark.parametrize("size", [384, 320])
+def test_resized_centernet_finds_the_same_people(size: int) -> None:
+    """The 384/320 px files (scripts/centernet_variants.py) find the clearly visible people 512 finds."""
+    from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector
+
+    big = _centernet()
+    small = CenterNetDetector.from_package("fp32", num_threads=1, min_score=0.3, input_size=size)
+    assert small.input_size == (size, size) and small.tag.startswith(f"centernet-fp32-{size}@")
+    frame = _frames(0, 1)[0]
+    ref = [d for d in big.detect(frame) if d.label == "person" and d.score >= 0.5]
+    got = [d for d in small.detect(frame) if d.label == "person"]
+    assert ref, "frame 0 shows clearly visible people"
+
+    def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
+        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
+        return ix * iy / union if union else 0.0
+
+    for r in ref:
+        assert max((iou(r.box, g.box) for g in got), default=0.0) >= 0.5, f"{size} px missed {r}"
+
+
+@needs_centernet
+def test_cameras_share_a_pool_of_interpreters() -> None:
+    """Several cameras: make_detector leases from one pool of min(cameras, cores) interpreters;
+    results equal a detector with its own interpreter; the pool goes when the last camera closes."""
+    import threading
+
+    from pipeline.edge_stage.detectors import make_detector
+    from pipeline.edge_stage.detectors.base import detector_pool_size
+    from pipeline.edge_stage.detectors.tflite_centernet import InterpreterPool
+    from pipeline.settings import CameraSettings, EdgeSettings
+
+    cams = [CameraSettings(id=f"c{i}", source="x") for i in range(4)]
+    edge = EdgeSettings(cameras=cams)
+    assert detector_pool_size(edge, cores=2) == 2
+    assert detector_pool_size(EdgeSettings(), cores=8) == 0  # one camera: its own interpreter
+    assert detector_pool_size(edge.model_copy(update={"detector_pool": 0}), cores=2) == 0
+    assert detector_pool_size(EdgeSettings(cameras=cams[:3]), cores=16) == 3
+    frames = _frames(0, 4)
+    own = _centernet()
+    want = [[(d.label, round(d.score, 3)) for d in own.detect(f) if d.score >= 0.3] for f in frames]
+    dets = [make_detector(edge, min_score=0.3) for _ in cams]
+    pools = {id(d._pool) for d in dets}  # type: ignore[attr-defined]
+    assert len(pools) == 1 and len(InterpreterPool._shared) == 1
+    got: dict[int, list[list[tuple[str, float]]]] = {}
+
+    def camera(i: int) -> None:
+        got[i] = [[(d.label, round(d.score, 3)) for d in dets[i].detect(f)] for f in frames]
+
+    threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(cams))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    for i in range(len(cams)):
+        assert got[i] == want, f"camera {i} got other detections through the pool"
+    for d in dets:
+        d.close()
+    assert not InterpreterPool._shared

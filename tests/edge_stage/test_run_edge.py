@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import cv2
+import numpy as np
 import pytest
 from edge_helpers import Collector
 from mjpeg_stream import MjpegCamera
@@ -90,6 +92,12 @@ def test_clip_events_reach_subscriber_valid_and_small(
     assert states[-1]["model"].startswith(settings.edge.detector.split("-")[0])
     node = Topics(settings.mqtt.topic_prefix).node_status("s1", settings.edge.node_id)
     assert json.loads(collector.payloads(node)[-1])["state"] == "offline"
+    # issue 16: one small snapshot for the console (default cadence 30 s: the 8 s clip gets one)
+    snapshots = collector.payloads(Topics(settings.mqtt.topic_prefix).camera("s1", "cam-1", Kind.SNAPSHOT))
+    assert len(snapshots) == 1
+    assert snapshots[0][:2] == b"\xff\xd8" and len(snapshots[0]) <= settings.edge.snapshot_max_bytes
+    image = cv2.imdecode(np.frombuffer(snapshots[0], np.uint8), cv2.IMREAD_COLOR)
+    assert image is not None and image.shape[1] == 640
 
 
 def test_config_applied_live_and_invalid_rejected(

@@ -220,7 +220,9 @@ def test_centernet_metadata_from_the_model_server_process(model_server: ModelSer
     response.metadata["signature_def"].Unpack(signature_map)
     sig = signature_map.signature_def["serving_default"]
     assert sig.inputs["images"].dtype == tf.float32.as_datatype_enum
-    assert [d.size for d in sig.inputs["images"].tensor_shape.dim][1:] == [512, 512, 3]
+    # the latest version: 2, re-exported with a real batch dimension and a crop-sized input
+    assert response.model_spec.version.value == 2
+    assert [d.size for d in sig.inputs["images"].tensor_shape.dim] == [-1, 256, 256, 3]
     assert "detections" in sig.outputs
 
 
@@ -236,7 +238,7 @@ def test_centernet_predict_on_a_real_frame(model_server: ModelServerProcess) -> 
         capture.release()
     rgb = cv2.cvtColor(cv2.resize(frame, (512, 512)), cv2.COLOR_BGR2RGB).astype(np.float32)
     with grpc.insecure_channel(model_server.address) as ch:
-        response = _predict(ch, {"images": rgb[None]}, name="centernet")
+        response = _predict(ch, {"images": rgb[None]}, name="centernet", version=1)
     assert response.model_spec.version.value == 1
     detections = tf.make_ndarray(response.outputs["detections"])
     assert detections.shape == (1, 100, 6)

@@ -13,6 +13,7 @@ SUMS = ROOT / "models" / "SHA256SUMS"
 EDGE_MODELS = ROOT / "pipeline" / "edge_stage" / "models"
 SAMPLE = ROOT / "samples" / "vtest_clip.mp4"
 SERVING = ROOT / "models" / "centernet" / "1"
+SERVING_V2 = ROOT / "models" / "centernet" / "2"  # batch-aware, 256 px (scripts/centernet_variants.py)
 
 
 def _sha256(path: Path) -> str:
@@ -27,7 +28,7 @@ def _sums() -> dict[str, str]:
     return out
 
 
-def _frame_rgb512(index: int = 0):  # type: ignore[no-untyped-def]
+def _frame_rgb512(index: int = 0, size: int = 512):  # type: ignore[no-untyped-def]
     cv2 = pytest.importorskip("cv2")
     np = pytest.importorskip("numpy")
     cap = cv2.VideoCapture(str(SAMPLE))
@@ -37,7 +38,7 @@ def _frame_rgb512(index: int = 0):  # type: ignore[no-untyped-def]
     finally:
         cap.release()
     assert ok, f"cannot read frame {index} of {SAMPLE}"
-    rgb = cv2.cvtColor(cv2.resize(frame, (512, 512)), cv2.COLOR_BGR2RGB)
+    rgb = cv2.cvtColor(cv2.resize(frame, (size, size)), cv2.COLOR_BGR2RGB)
     return rgb.astype(np.float32)[None]
 
 
@@ -58,7 +59,8 @@ def test_sha256sums_match_files() -> None:
 @pytest.mark.unit
 def test_sha256sums_cover_every_model_file() -> None:
     listed = set(_sums())
-    model_files = [p for p in SERVING.rglob("*") if p.is_file()] + list(EDGE_MODELS.glob("*.tflite"))
+    model_files = [p for p in (ROOT / "models" / "centernet").rglob("*") if p.is_file()]
+    model_files += list(EDGE_MODELS.glob("*.tflite"))
     for p in model_files:
         assert p.relative_to(ROOT).as_posix() in listed, f"{p} not in SHA256SUMS"
 
@@ -72,7 +74,7 @@ def test_models_json_describes_tflite_files() -> None:
         path = EDGE_MODELS / e["file"]
         assert e["sha256"] == _sha256(path)
         assert e["size"] == path.stat().st_size
-        assert e["input_size"] == [512, 512]
+        assert e["input_size"][0] == e["input_size"][1] and e["input_size"][0] % 32 == 0
         assert e["labels"] == "coco80"
     assert (EDGE_MODELS / "LICENSE.human-models").is_file()
 
@@ -109,3 +111,21 @@ def test_savedmodel_serving_signature_batches() -> None:
     assert det.shape == (2, 100, 6)
     assert len(_persons(det[0])) >= 2
     np.testing.assert_allclose(det[0], det[1], atol=1e-4)
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_version_2_batches_for_real_and_agrees_with_single_calls() -> None:
+    """Version 2 has a real batch dimension: one batch of 3 gives what 3 single calls give."""
+    tf = pytest.importorskip("tensorflow")
+    np = pytest.importorskip("numpy")
+    sig = tf.saved_model.load(str(SERVING_V2)).signatures["serving_default"]
+    spec = sig.structured_input_signature[1]["images"]
+    assert spec.shape.as_list() == [None, 256, 256, 3]
+    frames = np.concatenate([_frame_rgb512(i, 256) for i in (0, 20, 40)])
+    batch = sig(images=tf.constant(frames))["detections"].numpy()
+    single = np.concatenate([sig(images=tf.constant(f[None]))["detections"].numpy() for f in frames])
+    assert batch.shape == (3, 100, 6)
+    np.testing.assert_allclose(batch, single, atol=1e-3)
+    assert len(_persons(batch[0])) >= 2
+    assert ((batch[0][:, :4] >= -64) & (batch[0][:, :4] <= 320)).all()

@@ -214,3 +214,30 @@ def test_state_is_json_and_storing_it_as_json_changes_nothing(seq: list[tuple[in
         assert run(spec, observations, via_json=True) == direct
         for h in direct:
             assert h.incident_key == state_key(spec, h.cam, h.track)
+
+
+def test_feet_flickering_on_a_line_count_no_crossing_with_hysteresis() -> None:
+    spec = RuleSpec("l", "line", line=LINE, hysteresis=0.02)
+    # someone standing on the line: their feet jitter +-1 % of the frame around it
+    flicker = [obs(x, t=i * 200) for i, x in enumerate([0.49, 0.51, 0.495, 0.505, 0.49, 0.51, 0.5, 0.49])]
+    assert run(spec, flicker) == []
+    # without the band (the old behaviour) each side change counted
+    assert len(run(RuleSpec("l", "line", line=LINE, hysteresis=0.0), flicker)) >= 5
+    # arriving from clearly one side, dithering on the line, then leaving on the other: one crossing
+    real = [obs(x, t=i * 200) for i, x in enumerate([0.6, 0.51, 0.49, 0.51, 0.49, 0.45, 0.4])]
+    hits = run(spec, real)
+    assert len(hits) == 1 and hits[0].ts_ms == 1000
+    # and coming back over it counts again: a track that crosses twice counts 2
+    assert len(run(spec, [*real, obs(0.45, t=1600), obs(0.55, t=1800)])) == 2
+
+
+def test_walking_around_the_end_of_a_line_is_no_crossing() -> None:
+    short = ((0.5, 0.0), (0.5, 0.5))  # ends half-way down
+    spec = RuleSpec("l", "line", line=short)
+    assert run(spec, [obs(0.4, t=0), obs(0.6, t=200)]) == []  # feet at y=0.8, below its end
+
+
+def test_line_state_written_before_hysteresis_still_counts() -> None:
+    spec = RuleSpec("l", "line", line=LINE)
+    res = evaluate(spec, obs(0.4, t=200), {"prev": [0.6, 0.8], "t": 0})
+    assert res.hit is not None and res.state is not None and res.state["side"] is not None

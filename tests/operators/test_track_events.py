@@ -104,3 +104,20 @@ def test_every_started_track_ends_once_and_updates_only_between(steps: list[tupl
     assert kinds[0] == "track_started" and kinds[-1] == "track_ended"
     assert set(kinds[1:-1]) <= {"track_updated"}
     assert len(kinds) <= len(steps) + 2
+
+
+def test_a_side_change_of_a_configured_line_is_sent_at_once() -> None:
+    line = ((0.5, 0.0), (0.5, 1.0))
+    with_line = TrackEventPolicy(move_threshold=0.05, lines=[line], line_margin=0.01)
+    without = TrackEventPolicy(move_threshold=0.05)
+    # small steps (0.015 a frame, below move_threshold) across the line
+    xs = [0.47, 0.485, 0.50, 0.515, 0.53]
+    got, base = [], []
+    for i, x in enumerate(xs):
+        up = TrackUpdate(started=[track(cx=x)]) if i == 0 else TrackUpdate(updated=[track(cx=x)])
+        got.append(types(with_line.decide(up, i * 200)))
+        base.append(types(without.decide(up, i * 200)))
+    assert got[0] == base[0] == ["track_started"]
+    # the step whose feet are clearly right of the line (0.515 >= 0.5 + margin) is sent
+    assert got[1:] == [[], [], ["track_updated"], []]
+    assert base[1:] == [[], [], [], ["track_updated"]], "without the line, only the 0.06 move is"

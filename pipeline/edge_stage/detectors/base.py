@@ -8,6 +8,7 @@ normalised to the *full* frame (x1, y1, x2, y2 in [0, 1]), whatever part of it w
 from __future__ import annotations
 
 import abc
+import os
 from dataclasses import dataclass
 
 import cv2
@@ -84,4 +85,25 @@ def make_detector(edge: EdgeSettings, min_score: float = 0.05) -> Detector:
     from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector
 
     variant = "int8" if edge.detector == "centernet-int8" else "fp32"
-    return CenterNetDetector.from_package(variant, num_threads=edge.detector_threads, min_score=min_score)
+    pool = detector_pool_size(edge)
+    return CenterNetDetector.from_package(
+        variant,
+        num_threads=1 if pool else edge.detector_threads,
+        min_score=min_score,
+        input_size=edge.detector_input_size,
+        pool_size=pool,
+    )
+
+
+def detector_pool_size(edge: EdgeSettings, cores: int | None = None) -> int:
+    """Interpreters the node's cameras share (0: one interpreter per camera).
+
+    ``edge.detector_pool`` None (auto): with several cameras, one single-threaded interpreter per
+    core, at most one per camera; with one camera, none (its own ``detector_threads`` interpreter).
+    """
+    if edge.detector_pool is not None:
+        return edge.detector_pool
+    cameras = len(edge.cameras)
+    if cameras <= 1:
+        return 0
+    return max(1, min(cameras, cores or os.cpu_count() or 1))

@@ -1,14 +1,25 @@
 """CenterNet-MobileNetV3 (COCO-80) run with ai-edge-litert: the edge's main detector.
 
-Model files: ``pipeline/edge_stage/models/centernet_fp32.tflite`` and ``centernet_int8.tflite``,
-described by ``models.json`` (version, source). Tensors: input float32 [1, 512, 512, 3] raw 0-255
-RGB; output [1, 100, 6] = x1, y1, x2, y2 (512-px space), score, class (0-based COCO-80). The
-analysed region (motion ROI or full frame) is letterboxed into the 512-px input, top-left aligned.
+Model files: ``pipeline/edge_stage/models/centernet_fp32.tflite`` and ``centernet_int8.tflite``
+(512 px), ``centernet_fp32_384.tflite`` and ``centernet_fp32_320.tflite`` (the same network re-sized
+by ``scripts/centernet_variants.py``), described by ``models.json`` (version, source). Tensors:
+input float32 [1, S, S, 3] raw 0-255 RGB; output [1, 100, 6] = x1, y1, x2, y2 (S-px space), score,
+class (0-based COCO-80). The analysed region (motion ROI or full frame) is letterboxed into the
+S-px input, top-left aligned.
+
+Interpreters: a detector owns one interpreter, or leases one from an :class:`InterpreterPool`
+shared by the cameras of a node (``make_detector`` does that when a node runs several cameras): K
+single-threaded interpreters for K cores serve any number of cameras, so N cameras cost K model
+copies and activation arenas instead of N, and never run more inference threads than cores.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,21 +59,88 @@ def model_version(variant: str, models_dir: Path = MODELS_DIR) -> str:
     return "unknown"
 
 
+def _load(model_path: Path, num_threads: int) -> Interpreter:
+    if not model_path.is_file():
+        raise ModelError(f"model file not found: {model_path}")
+    try:
+        interp = Interpreter(model_path=str(model_path), num_threads=num_threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise ModelError(f"cannot load {model_path}: {exc}") from exc
+    return interp
+
+
+class InterpreterPool:
+    """``size`` interpreters of one model file; a detect call leases one (waiting while all are busy).
+
+    Shared by every camera thread of a node through :meth:`shared`, released when the last user
+    closes. Measured (benchmarks/RESULTS.md, scale): one single-threaded interpreter per core
+    serves the cameras of a node with less CPU and memory than one 2-thread interpreter per camera.
+    """
+
+    _shared: dict[tuple[str, int, int], InterpreterPool] = {}
+    _shared_lock = threading.Lock()
+
+    def __init__(self, model_path: Path, size: int, num_threads: int = 1) -> None:
+        self.model_path, self.size, self.num_threads = model_path, size, num_threads
+        self._free: queue.Queue[Interpreter] = queue.Queue()
+        for _ in range(size):
+            self._free.put(_load(model_path, num_threads))
+        self.users = 0
+        self.key = (str(model_path), size, num_threads)
+
+    @classmethod
+    def shared(cls, model_path: Path, size: int, num_threads: int = 1) -> InterpreterPool:
+        """The node-wide pool for this file and size (created on first use); counts the new user."""
+        key = (str(model_path), size, num_threads)
+        with cls._shared_lock:
+            pool = cls._shared.get(key)
+            if pool is None:
+                pool = cls._shared[key] = cls(model_path, size, num_threads)
+            pool.users += 1
+            return pool
+
+    def release_user(self) -> None:
+        with self._shared_lock:
+            self.users -= 1
+            if self.users <= 0 and self._shared.get(self.key) is self:
+                del self._shared[self.key]
+
+    def any(self) -> Interpreter:
+        """An interpreter to read tensor details from (not to run)."""
+        interp = self._free.get()
+        self._free.put(interp)
+        return interp
+
+    @contextmanager
+    def lease(self) -> Iterator[Interpreter]:
+        interp = self._free.get()
+        try:
+            yield interp
+        finally:
+            self._free.put(interp)
+
+
 class CenterNetDetector(Detector):
     labels = COCO80
 
     def __init__(
-        self, model_path: Path, *, name: str, version: str, num_threads: int = 2, min_score: float = 0.05
+        self,
+        model_path: Path,
+        *,
+        name: str,
+        version: str,
+        num_threads: int = 2,
+        min_score: float = 0.05,
+        pool: InterpreterPool | None = None,
     ) -> None:
-        if not model_path.is_file():
-            raise ModelError(f"model file not found: {model_path}")
-        try:
-            self._interp = Interpreter(model_path=str(model_path), num_threads=num_threads)
-            self._interp.allocate_tensors()
-        except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load {model_path}: {exc}") from exc
-        inp = self._interp.get_input_details()[0]
-        out = self._interp.get_output_details()[0]
+        self._pool = pool
+        self._interp: Interpreter | None = None
+        if pool is None:
+            self._interp = _load(model_path, num_threads)
+        details = self._interp if self._interp is not None else pool.any()  # type: ignore[union-attr]
+        inp = details.get_input_details()[0]
+        out = details.get_output_details()[0]
         shape = tuple(int(d) for d in inp["shape"])
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3:
             raise ModelError(f"{model_path}: unexpected input shape {shape}")
@@ -80,14 +158,28 @@ class CenterNetDetector(Detector):
 
     @classmethod
     def from_package(
-        cls, variant: str = "fp32", *, num_threads: int = 2, min_score: float = 0.05, models_dir: Path = MODELS_DIR
+        cls,
+        variant: str = "fp32",
+        *,
+        num_threads: int = 2,
+        min_score: float = 0.05,
+        models_dir: Path = MODELS_DIR,
+        input_size: int = 512,
+        pool_size: int = 0,
     ) -> CenterNetDetector:
+        """A packaged model; ``pool_size`` > 0: lease from the node's shared pool of that many."""
+        suffix = "" if input_size == 512 else f"_{input_size}"
+        path = models_dir / f"centernet_{variant}{suffix}.tflite"
+        if not path.is_file():
+            raise ModelError(f"no packaged {variant} model at {input_size} px ({path.name})")
+        pool = InterpreterPool.shared(path, pool_size, num_threads) if pool_size > 0 else None
         return cls(
-            models_dir / f"centernet_{variant}.tflite",
-            name=f"centernet-{variant}",
+            path,
+            name=f"centernet-{variant}" + ("" if input_size == 512 else f"-{input_size}"),
             version=model_version(variant, models_dir),
             num_threads=num_threads,
             min_score=min_score,
+            pool=pool,
         )
 
     def _input(self, rgb: Image) -> npt.NDArray[Any]:
@@ -102,14 +194,27 @@ class CenterNetDetector(Detector):
     def raw(self, frame_bgr: Image, roi: Roi | None = None) -> tuple[Image, Any]:
         """The model's [100, 6] output for the letterboxed region, and the letterbox."""
         lb = letterbox(frame_bgr, roi, self.size)
-        rgb = lb.image[:, :, ::-1]
-        self._interp.set_tensor(self._in_index, self._input(rgb))
-        self._interp.invoke()
-        out = self._interp.get_tensor(self._out_index)[0]
+        x = self._input(lb.image[:, :, ::-1])
+        if self._interp is not None:
+            out = self._run(self._interp, x)
+        else:
+            assert self._pool is not None
+            with self._pool.lease() as interp:
+                out = self._run(interp, x)
         if self._out_dtype in (np.uint8, np.int8):
             scale, zero = self._out_quant
             out = (out.astype(np.float32) - zero) * scale
         return np.asarray(out, np.float32), lb
+
+    def _run(self, interp: Interpreter, x: npt.NDArray[Any]) -> Any:
+        interp.set_tensor(self._in_index, x)
+        interp.invoke()
+        return interp.get_tensor(self._out_index)[0]  # a copy: the interpreter may go back to the pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.release_user()
+            self._pool = None
 
     def detect(self, frame_bgr: Image, roi: Roi | None = None) -> list[Detection]:
         out, lb = self.raw(frame_bgr, roi)

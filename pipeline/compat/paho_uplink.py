@@ -1,4 +1,12 @@
-"""The uplink's MQTT client: paho 2.2.0 with a lean receive path.
+"""paho-mqtt internals we depend on: the uplink's MQTT client with a lean receive path, and the
+length of a client's outgoing queue (chaos measurements).
+
+Verified on paho-mqtt 2.2.0 (:data:`PAHO`); on any other version the uplink uses paho's plain
+client (:func:`uplink_client_class`) and :func:`queued_publishes` answers None. The private
+names used are listed in :data:`PRIVATE_SYMBOLS` (checked by ``tests/compat``). Removable when
+paho reads more than one packet per ``select``, decodes PUBLISH without building a Properties
+object per message, and batches PUBACKs; none of that is planned upstream (2.2.0), so the fence
+stays as long as the bridge's throughput matters (benchmarks/RESULTS.md, bridge).
 
 Profiled under the bridge benchmark, paho's network thread was the uplink's supply limit: per
 event message it ran ``select`` once and ``recv`` four times (command byte, two length bytes,
@@ -29,8 +37,8 @@ per-topic callbacks we do not use: ~40 us of Python per message before our callb
   per message from kafka-python's I/O thread), and the loop writes a run of queued PUBACKs with
   one ``send`` instead of one each.
 
-These override private paho methods, so they are used only with the paho version they were
-written against (:func:`lean_client`); any other version keeps paho's plain client.
+These override private paho methods: used only as a subclass made by ``make_client`` (no class
+swapping), and only on the paho version they were written against.
 """
 
 from __future__ import annotations
@@ -40,18 +48,24 @@ import logging
 import struct
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any
 
-import paho.mqtt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
+
+from pipeline.compat.versions import Fence
 
 if TYPE_CHECKING:
     from paho.mqtt.client import _OutPacket
 
 log = logging.getLogger(__name__)
 
-PAHO_VERSION = "2.2.0"  # the private methods below are paho 2.2.0's
+PAHO = Fence(
+    "paho-mqtt", frozenset({"2.2.0"}), "fallback", "UplinkMqttClient overrides _sock_recv, _sock_close, "
+    "_packet_write, _handle_publish and loop_read; reads _out_packet, _out_messages, _in_packet",
+    "paho reads several packets per select and batches PUBACKs",
+)  # fmt: skip
+PAHO_VERSION = "2.2.0"  # kept for readers of the old name: the version the fence was verified on
 READ_CHUNK = 64 * 1024  # one recv; ~250 event messages
 PAUSE_S = 0.005  # while paused: a select on a readable socket returns at once, so sleep
 PUBACK_RUN_MAX = 4096  # PUBACKs joined into one send (16 KiB)
@@ -62,8 +76,8 @@ EventHandler = Callable[[int, int, bool, str, bytes], None]
 
 
 class UplinkMqttClient(mqtt.Client):
-    """paho's client with the lean receive path above. Created by :func:`lean_client` from a
-    configured client, so its state lives in class-level defaults until first set."""
+    """paho's client with the lean receive path above (made by ``make_client(client_class=...)``;
+    set :attr:`on_event` and :attr:`read_paused` before connecting)."""
 
     on_event: EventHandler | None = None
     read_paused: Callable[[], bool] | None = None
@@ -177,15 +191,29 @@ class UplinkMqttClient(mqtt.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
-def lean_client(client: mqtt.Client, on_event: EventHandler, read_paused: Callable[[], bool]) -> mqtt.Client:
-    """``client`` (configured, not yet connected) with the lean receive path; unchanged (its
-    ``on_message`` then gets every message) when paho is not the version this was written for."""
-    if paho.mqtt.__version__ != PAHO_VERSION:
-        log.warning("paho-mqtt %s, not %s: the uplink uses paho's plain receive path",
-                    paho.mqtt.__version__, PAHO_VERSION)  # fmt: skip
-        return client
-    client.__class__ = UplinkMqttClient  # same object and configuration, our methods on top
-    lean = cast(UplinkMqttClient, client)
-    lean.on_event = on_event
-    lean.read_paused = read_paused
-    return lean
+# Private names used here, checked by tests/compat: methods on the class, attributes on an instance.
+PRIVATE_SYMBOLS: tuple[tuple[Any, str], ...] = tuple(
+    (mqtt.Client, name) for name in ("_sock_recv", "_sock_close", "_packet_write", "_handle_publish", "_easy_log")
+)
+PRIVATE_INSTANCE_ATTRIBUTES: tuple[str, ...] = (
+    "_out_packet", "_out_messages", "_in_packet", "_sockpairW", "_manual_ack", "_thread", "_protocol", "_sock",
+)  # fmt: skip
+
+
+def uplink_client_class() -> type[mqtt.Client]:
+    """:class:`UplinkMqttClient` on the verified paho, else paho's own client (logged once per call)."""
+    return UplinkMqttClient if PAHO.ok() else mqtt.Client
+
+
+def configure_uplink(client: mqtt.Client, on_event: EventHandler, read_paused: Callable[[], bool]) -> None:
+    """Hook the lean path up; a plain client (another paho) gives every message to ``on_message``."""
+    if isinstance(client, UplinkMqttClient):
+        client.on_event = on_event
+        client.read_paused = read_paused
+
+
+def queued_publishes(client: mqtt.Client) -> int | None:
+    """How many publishes paho holds for ``client`` (in flight or queued); None on an unverified paho."""
+    if PAHO.installed() not in PAHO.verified:
+        return None
+    return len(client._out_messages)

@@ -1,0 +1,241 @@
+"""Is the alert right? Accuracy on public ground truth (PETS09-S2L1 = vtest.avi, frames 1-400).
+
+``python -m benchmarks --only accuracy [--gt PATH] [--video PATH]``. Parts (``benchmarks/README.md``):
+
+1. detection: person AP@0.5, precision/recall at ``min_score``, per detector variant;
+2. tracking: ours as deployed and at every frame vs ByteTrack, SORT, OC-SORT and Norfair (Frigate's
+   configuration) on the same detections, scored with py-motmetrics (CLEAR, IDF1) and
+   ``trackers.eval`` (HOTA);
+3. events and alerts through the real pipeline: tracks and presence alerts per GT person, line
+   crossings per direction, zone entries and dwells vs the same figures from the GT;
+4. cascade value: the heavy model's ROC AUC on track-start crops, alert precision/recall edge-only
+   vs verified;
+5. speed next to accuracy: variant x detect_fps -> ms/frame, IDF1, recall;
+6. plots: identity timelines (GT vs track ids), precision-recall curves.
+
+Without the ground truth file every part is skipped with the reason in the table.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.accuracy.data import DataMissing, GroundTruth, find_video, load_ground_truth
+from benchmarks.harness import BenchResult, Context
+from benchmarks.table import Row, at_most
+
+GROUP = "accuracy"
+# variant -> edge settings: the detector and its input size (the speed choices of benchmarks/edge_cost.py)
+VARIANTS: dict[str, dict[str, Any]] = {
+    "fp32": {"detector": "centernet"},
+    "int8": {"detector": "centernet-int8"},
+    "fp32-384": {"detector": "centernet", "detector_input_size": 384},
+    "fp32-320": {"detector": "centernet", "detector_input_size": 320},
+}
+
+
+def skipped(reason: str) -> BenchResult:
+    return BenchResult([Row.make("accuracy benchmark skipped", None, group=GROUP, note=reason)], {"skipped": reason})
+
+
+def run(ctx: Context) -> BenchResult:
+    try:
+        gt = load_ground_truth(ctx.options.get("gt"))
+        video = find_video(ctx.options.get("video"), log=ctx.log)
+    except DataMissing as exc:
+        ctx.log(f"accuracy: skipped: {exc}")
+        return skipped(str(exc))
+    from benchmarks.accuracy import report
+    from benchmarks.accuracy.offline import detection_scores, speed_table, tracking_modes
+    from benchmarks.accuracy.replay import detect_every_frame, replay_deployed
+    from pipeline.edge_stage.detectors import make_detector
+    from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections, select_detections
+    from pipeline.settings import CameraSettings, EdgeSettings
+
+    n = gt.last + 1
+    camera = CameraSettings(id="pets", source=str(video))
+    edge = EdgeSettings()
+    variants = {"fp32": VARIANTS["fp32"]} if ctx.quick else VARIANTS
+    ctx.log(f"accuracy: {len(gt.ids)} GT identities on frames {gt.first}-{gt.last} of {video.name}")
+    every = {}
+    for name, update in variants.items():
+        det = make_detector(edge.model_copy(update=update), min_score=0.1)
+        ctx.log(f"accuracy: {det.tag} on every GT frame (full frame)")
+        every[name] = detect_every_frame(video, n, det, progress=ctx.log)
+        if name == "fp32":
+            ctx.log(f"accuracy: the edge as deployed ({camera.detect_fps:g} fps, motion gate, {det.tag})")
+            deployed = replay_deployed(
+                video, n, det, camera, lambda: make_tracker(edge, camera),
+                lambda img, dets, cam: prepare_detections(img, dets, cam, edge),
+            )  # fmt: skip
+        det.close()
+    det_scores = detection_scores(every, gt, camera.min_score)
+    ctx.log("accuracy: trackers side by side (reference trackers in .venv-ref)")
+    select = lambda dets, cam: select_detections(dets, cam, edge)  # noqa: E731
+    modes = tracking_modes(
+        deployed, every["fp32"], gt, camera, lambda: make_tracker(edge, camera), select, ctx.work_dir, log=ctx.log
+    )
+    speed = speed_table(every, gt, deployed.fps, (2.5, 5.0, 10.0), camera, lambda: make_tracker(edge, camera), select)
+    rows = report.detection_rows(det_scores, gt.frame_count)
+    for mode in modes:
+        rows += report.tracking_rows(mode)
+    md = [report.detection_markdown(det_scores), report.tracking_markdown(modes), report.speed_markdown(speed)]
+    series: dict[str, Any] = {
+        "detection": {
+            k: {f: getattr(v, f) for f in ("ap50", "precision", "recall", "tp", "fp", "gt")}
+            for k, v in det_scores.items()
+        },
+        "tracking": {m.name: {k: s.as_dict() for k, s in m.scores.items()} for m in modes},
+        "hota": {m.name: m.hota for m in modes},
+        "speed": [vars_of(p) for p in speed],
+    }
+    plots = ctx.out_dir
+    report.plot_detection(det_scores, plots / "accuracy_detection_pr.png")
+    dep = modes[0]
+    best_name, _ = dep.best_reference()
+    report.plot_timeline(
+        dep.scores["ours"], f"ours, {dep.name}: who was which track", plots / "accuracy_timeline_ours.png"
+    )
+    if best_name in dep.scores:
+        report.plot_timeline(
+            dep.scores[best_name],
+            f"{report.NAMES[best_name]}, {dep.name}, same detections",
+            plots / "accuracy_timeline_reference.png",
+        )
+    if not ctx.options.get("no_pipeline"):
+        prow, pmd, pseries = pipeline_part(ctx, video, gt)
+        rows += prow
+        md.append(pmd)
+        series["pipeline"] = pseries
+    (ctx.out_dir / "accuracy.md").write_text("### Accuracy (PETS09-S2L1 frames 1-400)\n" + "".join(md))
+    ctx.log(f"accuracy: wrote {ctx.out_dir / 'accuracy.md'}")
+    return BenchResult(rows, series)
+
+
+def vars_of(p: object) -> dict[str, Any]:
+    return {k: getattr(p, k) for k in p.__slots__}  # type: ignore[attr-defined]
+
+
+def pipeline_part(ctx: Context, video: Path, gt: GroundTruth) -> tuple[list[Row], str, dict[str, Any]]:
+    from benchmarks.accuracy.counting import DIRECTIONS, DWELL_S, LINES, ZONE, count_crossings, zone_stays
+    from benchmarks.accuracy.through_pipeline import cascade_value, match_gt, presence_coverage, run_pipeline
+
+    runp = run_pipeline(ctx, video, gt)
+    people = len(gt.ids)
+    starts = [e for e in runp.events if e.type == "track_started" and e.label == "person"]
+    by_rule = Counter(a.rule for a in runp.alerts)
+    presence = by_rule["person-present"]
+    matched = {match_gt(e, runp.frame_of[e.id], gt) for e in starts} - {None}
+    covered, on_nobody = presence_coverage(runp, gt)
+    rows = [
+        Row.make(
+            "person tracks started per GT person",
+            round(len(starts) / people, 2),
+            group=GROUP,
+            note=f"{len(starts)} tracks for {people} GT people; {len(matched)} of them matched at start",
+        ),
+        Row.make(
+            "presence alerts per GT person",
+            round(presence / people, 2),
+            target=at_most(1.15),
+            group=GROUP,
+            note=f"{presence} alerts, real pipeline (edge, Mosquitto, bridge, Tansu, Faust, model server)",
+        ),
+        Row.make(
+            "GT people with a presence alert",
+            covered,
+            baseline=people,
+            baseline_label="GT people",
+            group=GROUP,
+            note=f"{on_nobody} presence alerts on no GT person (IoU >= 0.3 at the alerting event)",
+        ),
+    ]
+    traj = gt.trajectories()
+    feet = {g: [((b[0] + b[2]) / 2 / 768, b[3] / 576) for _, b in seq] for g, seq in traj.items()}
+    lines_md = [
+        "\n#### Lines and zone through the real pipeline vs ground truth\n",
+        "| rule | GT | pipeline | abs error | rel error % |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    counts: dict[str, tuple[int, int]] = {}
+    for name, seg in LINES.items():
+        gt_c = Counter[str]()
+        for path in feet.values():
+            gt_c.update(count_crossings(path, seg))
+        for d in DIRECTIONS:
+            counts[f"{name}.{d}"] = (gt_c[d], by_rule[f"{name}.{d}"])
+    stays = [
+        zone_stays([(i / 10.0, p) for (i, _), p in zip(traj[g], feet[g], strict=True)], ZONE, DWELL_S) for g in traj
+    ]
+    counts["zone-centre (entries)"] = (sum(s.entries for s in stays), by_rule["zone-centre"])
+    counts[f"dwell-centre (>= {DWELL_S:g} s)"] = (sum(s.dwells for s in stays), by_rule["dwell-centre"])
+    for rule, (want, got) in counts.items():
+        rel = 100.0 * abs(got - want) / want if want else float("nan")
+        lines_md.append(f"| {rule} | {want} | {got} | {abs(got - want)} | {rel:.0f} |")
+        rows.append(
+            Row.make(
+                f"count error, {rule}",
+                round(rel, 1) if want else None,
+                "%",
+                baseline=want,
+                baseline_label="GT count",
+                group=GROUP,
+                note=f"pipeline {got}, GT {want}",
+            )
+        )
+    ctx.log("accuracy: heavy model on every track-start crop (cascade value)")
+    threshold = next(r.min_score for r in runp.settings.cloud.rules if r.id == "person-present")
+    cas = cascade_value(runp, gt, threshold)
+    rows += [
+        Row.make(
+            "cloud verifier ROC AUC on track-start crops",
+            round(cas.auc, 3) if cas.auc is not None else None,
+            group=GROUP,
+            note=f"{cas.true_starts} true / {cas.started - cas.true_starts} false starts (IoU>=0.5)",
+        ),
+        Row.make(
+            "alert precision, verified (fused)",
+            round(100 * cas.verified[0], 1),
+            "%",
+            baseline=round(100 * cas.edge_only[0], 1),
+            baseline_label="edge score only",
+            group=GROUP,
+        ),
+        Row.make(
+            "GT people alerted, verified (fused)",
+            round(100 * cas.verified[1], 1),
+            "%",
+            baseline=round(100 * cas.edge_only[1], 1),
+            baseline_label="edge score only",
+            group=GROUP,
+        ),
+        Row.make("share of events escalated", round(100 * cas.escalated_share, 1), "%", group=GROUP),
+    ]
+    md = (
+        "".join(lines_md)
+        + "\n"
+        + (
+            f"\nTracks started per GT person {len(starts) / people:.2f} ({len(starts)} for {people}); presence alerts"
+            f" per GT person {presence / people:.2f}. Cascade: AUC {cas.auc}, precision edge-only"
+            f" {100 * cas.edge_only[0]:.0f}% vs verified {100 * cas.verified[0]:.0f}%, GT people alerted"
+            f" {100 * cas.edge_only[1]:.0f}% vs {100 * cas.verified[1]:.0f}%, events escalated"
+            f" {100 * cas.escalated_share:.0f}%. GT people with a presence alert: {covered} of {people}"
+            f" ({on_nobody} presence alerts on nobody). Events on a GT box (IoU >= 0.5) at the chosen"
+            f" frame alignment: {100 * runp.offset_quality:.0f}%.\n"
+        )
+    )
+    series = {
+        "counts": counts,
+        "alerts_by_rule": dict(by_rule),
+        "tracks_started": len(starts),
+        "cascade": {
+            "auc": cas.auc,
+            "edge_only": cas.edge_only,
+            "verified": cas.verified,
+            "escalated_share": cas.escalated_share,
+            "scores": cas.scores,
+        },
+    }
+    return rows, md, series

@@ -1,0 +1,182 @@
+"""faust-streaming internals we depend on, in one place: the Faust app class of the cloud stage.
+
+Verified on faust-streaming 0.15.3 with aiokafka 0.14.0 (:data:`FAUST`, :data:`AIOKAFKA`); on
+any other version :func:`check` refuses to start (there is no public path for the commit gate).
+``tests/compat/test_private_symbols.py`` checks every private name used here still exists.
+
+What is changed, and why:
+
+1. **Offsets are committed only after our agent processed the records** (:class:`CommitGate`).
+   faust-streaming 0.15.3 commits "the first run of acknowledged offsets", and acknowledges
+   records the agent never saw: the stream acks a record fetched under a previous consumer
+   generation or while flow control is off (``Stream.__aiter__``: ``skipped_value``, right after
+   a rebalance); ``take_events`` acks its batch in a ``finally`` even when the agent raised; the
+   fetch loop marks a jump in offsets as acked (``Consumer._add_gap``, meant for compacted
+   topics); and ``Consumer._new_offset`` lets the first acked offset be one past the committed
+   one (``min(acked) - committed > 1``; with nothing committed yet, or 0, any head gap passes).
+   Each of these lets a commit pass a record that never reached the agent; a crash right after
+   loses it (docs/faults.md, finding 9 and 10). For the gated topics (the events topic) the commit
+   offset is instead the gate's :meth:`CommitGate.ceiling`: every record below it was handled by
+   the agent, in order (the offset guard's bookkeeping). Faust's own ack lists for those
+   partitions are emptied at each commit (they are not used, and would grow).
+2. **Where the post-assignment seek put each partition** is reported to ``seek_listeners``
+   (``Consumer.seek_to_committed``); a partition with no commit yet reports its first offset
+   (``earliest_offsets``) so that the guard knows where the log starts.
+3. **The consumer's fetch wait** (``fetch_max_wait_ms``, hard-coded to 1500 ms in Faust) is set
+   from ``cloud.consumer_fetch_max_wait_ms`` (aiokafka's ``AIOKafkaConsumer._fetch_max_wait_ms``
+   before ``start()``): Tansu 0.6 waits out the full time on multi-partition fetches (483 ms
+   median delivery for 4 partitions vs 13 ms with a 100 ms wait).
+4. **The current event** for table writes (:func:`current_event`): ``faust.streams._current_event``
+   is set per event of a ``take_events`` batch, so each table write goes to its partition.
+
+Removable when: faust-streaming commits only offsets its agents consumed (upstream issue on
+``skipped_value`` acks and ``_new_offset``'s head-gap check), offers a consumer fetch-wait
+setting, and sets the current event for each event of ``take_events``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Protocol
+
+import faust
+from faust import streams as faust_streams
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, EventT
+
+from pipeline.compat.versions import Fence
+
+log = logging.getLogger(__name__)
+
+FAUST = Fence(
+    "faust-streaming", frozenset({"0.15.3"}), "refuse",
+    "commit gate, seek report, fetch wait, current event",
+    "faust commits only offsets its agents consumed and has a fetch-wait setting",
+)  # fmt: skip
+AIOKAFKA = Fence(
+    "aiokafka", frozenset({"0.14.0"}), "refuse", "AIOKafkaConsumer._fetch_max_wait_ms before start()",
+    "faust passes a fetch wait setting to aiokafka",
+)  # fmt: skip
+
+# Private names used here, checked by tests/compat (object, attribute).
+PRIVATE_SYMBOLS: tuple[tuple[Any, str], ...] = (
+    (faust_streams, "_current_event"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_create_worker_consumer"),
+    (faust_aiokafka.Consumer, "_new_consumer_thread"),
+    (faust_aiokafka.Consumer, "_filter_committable_offsets"),
+    (faust_aiokafka.Consumer, "_new_offset"),
+    (faust_aiokafka.Consumer, "_add_gap"),
+    (faust_aiokafka.Consumer, "_should_commit"),
+    (faust.App, "_new_transport"),
+)
+
+
+def check() -> None:
+    """Start-up check: raises :class:`~pipeline.compat.versions.UnverifiedLibrary` on another version."""
+    FAUST.ok()
+    AIOKAFKA.ok()
+
+
+class CommitGate(Protocol):
+    """What the agent has processed: the consumer commits no further than this."""
+
+    topics: frozenset[str]
+
+    def ceiling(self, tp: TP) -> int | None:
+        """Every record of ``tp`` below this offset was processed (None: nothing to commit)."""
+
+
+@contextlib.contextmanager
+def current_event(event: EventT[Any]) -> Iterator[None]:
+    """Make ``event`` Faust's current event, so table writes go to its partition's changelog.
+
+    Needed because we take events in batches (``stream.take_events``), where Faust's own
+    current event is the last one of the batch, not the one being processed.
+    """
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+class _ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait_ms = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait_ms is not None:
+            # aiokafka reads this attribute when start() builds its Fetcher.
+            consumer._fetch_max_wait_ms = int(wait_ms)
+        return consumer
+
+
+class _Consumer(faust_aiokafka.Consumer):
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return _ConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    def _gate(self) -> CommitGate | None:
+        gate: CommitGate | None = getattr(self.app, "commit_gate", None)
+        return gate
+
+    async def seek_to_committed(self) -> Mapping[Any, int]:
+        """Faust's seek after an assignment; tells the app where each partition now resumes."""
+        offsets: dict[Any, Any] = dict(await super().seek_to_committed())
+        gate = self._gate()
+        fresh = [tp for tp, off in offsets.items() if (off is None or off <= 0) and gate and tp.topic in gate.topics]
+        if fresh:
+            try:  # no commit yet: the partition resumes at its first record
+                offsets.update(
+                    {tp: off for tp, off in (await self.earliest_offsets(*fresh)).items() if off is not None}
+                )
+            except Exception as exc:  # the guard then takes the first record it sees
+                log.warning("first offsets of %s unknown (%r)", fresh, exc)
+        for listener in getattr(self.app, "seek_listeners", ()):
+            listener(dict(offsets))
+        return offsets
+
+    def _filter_committable_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
+        gate = self._gate()
+        tps = list(tps)
+        if gate is None:
+            return dict(super()._filter_committable_offsets(tps))
+        out = dict(super()._filter_committable_offsets([tp for tp in tps if tp.topic not in gate.topics]))
+        for tp in tps:
+            if tp.topic not in gate.topics:
+                continue
+            # Faust's ack bookkeeping is not what we commit by: empty it (in place: the stream
+            # code holds the lists) so it does not grow.
+            self._acked[tp].clear()
+            self._acked_index[tp].clear()
+            ceiling = gate.ceiling(tp)
+            if ceiling is not None and self._should_commit(tp, ceiling):
+                out[tp] = ceiling
+        return out
+
+    async def _add_gap(self, tp: TP, offset_from: int, offset_to: int) -> None:
+        gate = self._gate()
+        if gate is not None and tp.topic in gate.topics:
+            return  # a jump in a gated topic is a hole to fill (the offset guard), not a commit
+        await super()._add_gap(tp, offset_from, offset_to)
+
+
+class _Transport(faust_aiokafka.Transport):
+    Consumer = _Consumer
+
+
+class PipelineFaustApp(faust.App):
+    """``faust.App`` with the commit gate, seek listeners and the consumer's fetch wait."""
+
+    def __init__(self, *args: Any, fetch_max_wait_ms: int | None = None, **kwargs: Any) -> None:
+        check()
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        # Called with {tp: committed offset} each time Faust seeks its partitions after an
+        # assignment (see pipeline/cloud_stage/offset_guard.py).
+        self.seek_listeners: list[Callable[[dict[Any, int]], None]] = []
+        self.commit_gate: CommitGate | None = None
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)

@@ -1,0 +1,1 @@
+"""``pipeline console``: the operator web app (fleet, live alerts, history, rule editor)."""

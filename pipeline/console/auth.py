@@ -1,0 +1,98 @@
+"""Console users: hashed passwords, two roles, CSRF tokens.
+
+Users come from ``console.users`` (``name:role:hash;...``, set from the environment) and/or
+``console.users_file`` (one ``name:role:hash`` per line). Hashes are the stdlib's scrypt
+(``scrypt$n$r$p$salt$hash``, base64, n=2**14 r=8 p=1: ~40 ms and 16 MiB per check here, which
+is the point: a stolen file is slow to guess at). ``viewer`` reads, ``admin`` may also change
+rules; there is no anonymous access.
+
+CSRF: every form carries the session's random token, compared in constant time on each POST
+(the synchronizer-token pattern); the session cookie is also SameSite=strict.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pipeline.errors import ConfigError
+
+Role = Literal["viewer", "admin"]
+ROLES: tuple[Role, ...] = ("viewer", "admin")
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    name: str
+    role: Role
+    password_hash: str
+
+    @property
+    def can_edit(self) -> bool:
+        return self.role == "admin"
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def check_password(password: str, stored: str) -> bool:
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        if kind != "scrypt":
+            return False
+        got = hashlib.scrypt(password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p),
+                             dklen=len(base64.b64decode(digest)))  # fmt: skip
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+def parse_users(text: str, where: str) -> dict[str, User]:
+    users: dict[str, User] = {}
+    for number, entry in enumerate(text.replace(";", "\n").splitlines(), 1):
+        entry = entry.strip()
+        if not entry or entry.startswith("#"):
+            continue
+        name, sep1, rest = entry.partition(":")
+        role, sep2, password_hash = rest.partition(":")
+        if not (sep1 and sep2 and name and password_hash.startswith("scrypt$")):
+            raise ConfigError(f"{where}: entry {number} is not 'name:role:scrypt$...'")
+        if role not in ROLES:
+            raise ConfigError(f"{where}: user {name!r} has role {role!r}; roles are {', '.join(ROLES)}")
+        users[name] = User(name, role, password_hash)  # checked against ROLES
+    return users
+
+
+def load_users(inline: str | None, file: Path | None) -> dict[str, User]:
+    users: dict[str, User] = {}
+    if file is not None:
+        try:
+            users.update(parse_users(file.read_text(), str(file)))
+        except OSError as exc:
+            raise ConfigError(f"cannot read console.users_file {file}: {exc}") from exc
+    if inline:
+        users.update(parse_users(inline, "console.users"))
+    if not users:
+        raise ConfigError(
+            "the console has no users: set PIPELINE_CONSOLE__USERS='name:admin:HASH' or console.users_file"
+            " (HASH from `pipeline console hash-password`); there is no anonymous access"
+        )
+    return users
+
+
+def new_csrf_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def csrf_ok(session_token: str | None, form_token: str | None) -> bool:
+    return bool(session_token and form_token) and hmac.compare_digest(str(session_token), str(form_token))

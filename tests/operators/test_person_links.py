@@ -1,0 +1,101 @@
+"""One person across a broken track: the link state machine, and the rules keyed by person."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import pytest
+
+from pipeline.cloud_stage.alerting import IncidentLedger
+from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
+from pipeline.operators.person_links import resolve
+from pipeline.operators.schema import Event
+from pipeline.settings import RuleSettings
+
+pytestmark = pytest.mark.unit
+_seq = itertools.count()
+
+
+def test_a_linked_track_is_the_same_person_until_the_window_passes() -> None:
+    st: dict[str, Any] | None = None
+    r = resolve(st, 1, "track_started", 0, window_ms=10_000)
+    assert r.person == 1
+    r = resolve(r.state, 1, "track_ended", 5_000, window_ms=10_000)
+    assert r.person == 1 and r.expired == []  # kept for a late link
+    r = resolve(r.state, 2, "track_started", 8_000, link=1, window_ms=10_000)
+    assert r.person == 1
+    r = resolve(r.state, 3, "track_started", 9_000, link=2, window_ms=10_000)
+    assert r.person == 1, "a chain of links is one person"
+    for t, track in ((10_000, 2), (11_000, 3)):
+        r = resolve(r.state, track, "track_ended", t, window_ms=10_000)
+        assert r.expired == []
+    r = resolve(r.state, 4, "track_started", 21_500, link=3, window_ms=10_000)
+    assert r.expired == [1] and r.person == 4, "after the window the person is forgotten"
+
+
+def test_links_off_every_track_is_its_own_person_and_ends_with_it() -> None:
+    r = resolve(None, 1, "track_started", 0, window_ms=0)
+    r = resolve(r.state, 2, "track_started", 100, link=1, window_ms=0)
+    assert r.person == 2
+    r = resolve(r.state, 1, "track_ended", 200, window_ms=0)
+    assert r.expired == [1]
+
+
+def test_state_is_bounded() -> None:
+    r = resolve(None, 0, "track_started", 0, max_people=4)
+    for t in range(1, 50):
+        r = resolve(r.state, t, "track_started", t, max_people=4)
+        r = resolve(r.state, t, "track_ended", t, max_people=4)
+    assert len(r.state["gone"]) <= 4 and len(r.state["of"]) <= 16
+
+
+def event(**kw: Any) -> Event:
+    base: dict[str, Any] = dict(id=f"e{next(_seq)}", site="s", cam="cam-1", ts=0, seq=1, type="track_updated",
+                                track=1, label="person", score=0.9, box=(0.3, 0.4, 0.4, 0.8), det="t")  # fmt: skip
+    base.update(kw)
+    return Event(**base)
+
+
+def run(rules: list[RuleSettings], evs: list[Event], window_ms: int) -> list[tuple[str, int]]:
+    """(rule, track) of every alert, as the worker makes them."""
+    engine, table, ledger = RulesEngine(rules, link_window_ms=window_ms), {}, IncidentLedger({})
+    out = []
+    for ev in evs:
+        st = StagedState(table)
+        for f in engine.apply(ev, ev.score, st):
+            opened, key, entry = ledger.decide(f, ev)
+            if opened is not None:
+                out.append((f.rule.id, ev.track))
+            ledger.commit(key, entry)
+        st.commit()
+        for cam, person in engine.expired:
+            ledger.forget(engine.specs, cam, person)
+    return out
+
+
+def broken_walk(link: bool) -> list[Event]:
+    """Track 1 walks right and is lost at x=0.45; track 2 (the same person) starts at x=0.55."""
+    attrs = {"link": 1} if link else {}
+    return [
+        event(track=1, ts=0, type="track_started", box=(0.20, 0.4, 0.30, 0.8)),
+        event(track=1, ts=4_000, box=(0.40, 0.4, 0.45, 0.8)),
+        event(track=1, ts=6_000, type="track_ended", box=(0.40, 0.4, 0.45, 0.8)),
+        event(track=2, ts=5_000, type="track_started", box=(0.55, 0.4, 0.60, 0.8), attrs=attrs),
+        event(track=2, ts=9_000, box=(0.60, 0.4, 0.65, 0.8)),
+    ]
+
+
+def test_a_broken_track_raises_one_presence_alert_keeps_dwell_and_counts_the_crossing() -> None:
+    rules = [
+        RuleSettings(id="present", kind="presence"),
+        RuleSettings(id="dwell", kind="dwell", zone=[(0.0, 0.0), (1.0, 0.0), (1.0, 1.0), (0.0, 1.0)], dwell_s=8),
+        RuleSettings(id="line", kind="line", line=((0.5, 0.0), (0.5, 1.0)), cooldown_s=0),
+    ]
+    linked = run(rules, sorted(broken_walk(link=True), key=lambda e: e.ts), window_ms=10_000)
+    assert [r for r, _ in linked].count("present") == 1
+    assert ("dwell", 2) in linked, "dwell counted from track 1's start: 9 s >= 8 s"
+    assert ("line", 2) in linked, "the crossing between the two tracks counts"
+    unlinked = run(rules, sorted(broken_walk(link=False), key=lambda e: e.ts), window_ms=10_000)
+    assert [r for r, _ in unlinked].count("present") == 2
+    assert all(r not in ("dwell", "line") for r, _ in unlinked)
