@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from pipeline.operators.dedupe import alert_id
+from pipeline.operators.person_links import resolve
 from pipeline.operators.rules import RuleSpec, state_key
 from pipeline.operators.schema import Box, Event
 from pipeline.settings import SAMPLE_CLIP, RuleSettings
@@ -112,21 +114,40 @@ def cut_clip(dst: Path, start: int, count: int, src: Path = SAMPLE_CLIP) -> Path
 
 
 def expected_presence_alerts(
-    events: Iterable[Event], rule: RuleSettings, fused: Callable[[Event], float]
+    events: Iterable[Event],
+    rule: RuleSettings,
+    fused: Callable[[Event], float],
+    *,
+    link_window_s: float = 10.0,
+    arrival_order: bool = False,
 ) -> dict[str, str]:
-    """alert id -> event id that a presence ``rule`` implies for ``events``: the first event of
-    each track (by seq, as the worker sees them) whose label matches and whose ``fused`` score
-    reaches min_score. Shared by tests/e2e and tests/compose, so both check exact ids.
+    """alert id -> event id that a presence ``rule`` implies for ``events``: per camera, the first
+    event of each *person* (a track, or a chain of tracks the edge linked, as the worker resolves
+    them with :func:`pipeline.operators.person_links.resolve`) whose label matches and whose
+    ``fused`` score reaches min_score. Shared by tests/e2e and tests/compose for exact ids.
 
-    Valid for one run of a camera's tracks (the worker drops a track's incident when it ends).
+    Events are taken in seq order, which is the worker's order when nothing was replayed; with
+    ``arrival_order`` they are taken as given, which must then be the order the worker saw them
+    (the events topic's offset order, first copy of each id): after a bridge crash the edge
+    replays unacknowledged events behind newer ones, and which event opens an incident (so its
+    id) follows that order. Needs ``link_window_s`` > 0 (the default 10 s): a person's state
+    then lives until the person expires, which is when it is forgotten here too.
     """
+    if link_window_s <= 0:
+        raise ValueError("link_window_s must be > 0 (persons outlive their tracks' ends)")
     spec = RuleSpec.from_settings(rule)
-    expected: dict[str, str] = {}
+    ordered = list(events) if arrival_order else sorted(events, key=lambda e: (e.site, e.cam, e.seq))
+    links: dict[str, dict[str, Any]] = {}
     fired: set[tuple[str, int]] = set()
-    for ev in sorted(events, key=lambda e: (e.site, e.cam, e.seq)):
-        if (ev.cam, ev.track) in fired or ev.label not in rule.labels or fused(ev) < rule.min_score:
+    expected: dict[str, str] = {}
+    for ev in ordered:
+        res = resolve(links.get(ev.cam), ev.track, ev.type, ev.ts, link=ev.attrs.get("link"),
+                      window_ms=int(link_window_s * 1000))  # fmt: skip
+        links[ev.cam] = res.state
+        fired.difference_update((ev.cam, p) for p in res.expired)
+        if (ev.cam, res.person) in fired or ev.label not in rule.labels or fused(ev) < rule.min_score:
             continue
-        fired.add((ev.cam, ev.track))
-        aid = alert_id(rule.id, f"{ev.site}/{ev.cam}", state_key(spec, ev.cam, ev.track), ev.ts)
+        fired.add((ev.cam, res.person))
+        aid = alert_id(rule.id, f"{ev.site}/{ev.cam}", state_key(spec, ev.cam, res.person), ev.ts)
         expected[aid] = ev.id
     return expected

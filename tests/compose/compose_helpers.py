@@ -24,7 +24,7 @@ LOCAL_IMAGES = REPO_ROOT / "deploy" / "local-images"
 COMPOSE_FILES = [
     REPO_ROOT / "docker-compose.yml",
     REPO_ROOT / "deploy" / "compose" / "local-images.yml",
-    Path(__file__).with_name("escalation-never.yml"),
+    Path(__file__).with_name("test-settings.yml"),
 ]
 PROJECT_IMAGE = "edge-vision-pipeline:0.1.0"
 EDGE_IMAGE = "edge-vision-pipeline-edge:0.1.0"
@@ -32,8 +32,8 @@ PYTHON_BASE = "evp-local/python:3.11-bookworm"
 ONE_SHOT = {"mosquitto-passwd", "kafka-init"}
 
 # Run inside the bridge container (it has kafka-python and the settings of the compose network):
-# every record of the events topic, base64 per line, read until three polls come back empty
-# (Tansu reports end offsets wrongly, as tests/e2e notes).
+# every record of the events topic as "partition offset base64" lines, read until three polls
+# come back empty (Tansu reports end offsets wrongly, as tests/e2e notes).
 READ_EVENTS = """
 import base64
 from kafka import KafkaConsumer, TopicPartition
@@ -49,7 +49,7 @@ while idle < 3:
     idle = 0 if batch else idle + 1
     for records in batch.values():
         for r in records:
-            print(base64.b64encode(r.value).decode())
+            print(r.partition, r.offset, base64.b64encode(r.value).decode())
 c.close()
 """
 
@@ -132,12 +132,18 @@ class ComposeProject:
         return run(["docker", "exec", "-i", cid, "python", "-"], stdin=script, timeout=timeout).stdout
 
     def events_in_kafka(self) -> list[Event]:
-        events: list[Event] = []
-        for line in self.exec_python("bridge", READ_EVENTS).split():
-            decoded = decode_event(base64.b64decode(line))
+        """The events topic in the order the worker takes it: by partition and offset, the first
+        copy of each event id (the worker drops later copies by id)."""
+        records = []
+        for line in self.exec_python("bridge", READ_EVENTS).splitlines():
+            partition, offset, value = line.split()
+            records.append((int(partition), int(offset), value))
+        events: dict[str, Event] = {}
+        for _, _, value in sorted(records):
+            decoded = decode_event(base64.b64decode(value))
             assert not isinstance(decoded, Rejected), f"undecodable record in the events topic: {decoded}"
-            events.append(decoded)
-        return events
+            events.setdefault(decoded.id, decoded)
+        return list(events.values())
 
     def save_logs(self) -> Path:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -213,9 +219,10 @@ def host_env(project: ComposeProject, user: str, password: str, **extra: str) ->
     }
 
 
-def wait_for(pred: Callable[[], bool], timeout_s: float, what: str, step_s: float = 2.0) -> None:
+def wait_for(pred: Callable[[], bool], timeout_s: float, what: str | Callable[[], str], step_s: float = 2.0) -> None:
+    """Poll ``pred``; ``what`` (or what it returns, at the time out) says what was awaited."""
     deadline = time.monotonic() + timeout_s
     while not pred():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what() if callable(what) else what}")
         time.sleep(step_s)

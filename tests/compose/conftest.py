@@ -43,7 +43,9 @@ def docker_engine() -> None:
 def build_times(docker_engine: None) -> dict[str, float]:
     """Builds every image the tier needs (each step idempotent or cached); seconds per step."""
     times: dict[str, float] = {}
-    env = {**os.environ, **BUILD_ENV, "MQTT_BRIDGE_PASSWORD": "build-only"}
+    # The file refuses to load without its mandatory secrets, even to build; none goes into an image.
+    required = ("MQTT_BRIDGE_PASSWORD", "MQTT_CONSOLE_PASSWORD", "POSTGRES_PASSWORD", "CONSOLE_SESSION_SECRET")
+    env = {**os.environ, **BUILD_ENV, **dict.fromkeys(required, "build-only")}
 
     def step(name: str, cmd: list[str], timeout: float) -> None:
         t0 = time.monotonic()
@@ -72,6 +74,10 @@ def project(build_times: dict[str, float], tmp_path_factory: pytest.TempPathFact
         "MQTT_BRIDGE_PASSWORD": secrets.token_hex(12),
         "MQTT_ALERTS_PASSWORD": secrets.token_hex(12),
         "MQTT_EDGE_USERS": f"node-1:{secrets.token_hex(12)}",
+        "MQTT_CONSOLE_PASSWORD": secrets.token_hex(12),
+        "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "CONSOLE_SESSION_SECRET": secrets.token_hex(16),
+        "CONSOLE_HOST_PORT": str(free_port()),
         "MQTT_HOST_PORT": str(free_port()),
         "KAFKA_HOST_PORT": str(free_port()),
     }
