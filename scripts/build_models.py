@@ -19,6 +19,8 @@ Steps (all reproducible from pinned inputs):
 5. Verify on a sample-clip frame (>= 2 persons with score >= 0.3 for every model, batch 1 and 4
    for the SavedModel), time each model, and write models.config, SHA256SUMS, models.json,
    LICENSE copies. Exits non-zero if a check fails.
+6. Run scripts/centernet_variants.py: served version 2 (256 px, real batch dimension) and the
+   384/320 px edge files, re-sized from version 1's graph; it rewrites SHA256SUMS over every file.
 """
 
 from __future__ import annotations
@@ -359,6 +361,7 @@ def main() -> int:
     ms = verify(tflites, frames, args.frame)
     write_metadata(tflites, tfjs_dir)
     log("ms/frame: " + ", ".join(f"{k}={v:.1f}" for k, v in ms.items()))
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "centernet_variants.py")], check=True)
     return 0
 
 
