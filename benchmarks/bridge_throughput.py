@@ -34,7 +34,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from benchmarks.event_feeder import FeedPlan, start_feeders
-from benchmarks.harness import BenchResult, Context, median, quantile
+from benchmarks.harness import BRIDGE_READY, BenchResult, Context, median, quantile
 from benchmarks.table import Row, at_least, ratio_at_least
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.operators.schema import Rejected, decode_event
