@@ -101,6 +101,8 @@ class RulesEngine:
                 continue
             o = obs if spec.kind == "count" else person_obs
             key = state_key(spec, event.cam, o.track)
+            if res.unlinked and spec.kind == "line":  # the path mixed two people: start it again here
+                state.put(key, None)
             result = evaluate(spec, o, state.get(key))
             state.put(key, result.state)
             if result.hit is not None:

@@ -27,6 +27,7 @@ class Resolution:
     person: int  # the id rules key this event's track by
     expired: list[int] = field(default_factory=list)  # persons forgotten now: delete their rule state
     state: dict[str, Any] = field(default_factory=dict)
+    unlinked: bool = False  # a wrong link was undone at this event: the person's path state is unreliable
 
 
 def resolve(
@@ -47,15 +48,19 @@ def resolve(
     (the behaviour without links).
     """
     st = state or {}
+    cur: dict[str, int] = {k: int(v) for k, v in dict(st.get("cur", {})).items()}
     of: dict[str, int] = {k: int(v) for k, v in dict(st.get("of", {})).items()}
     live: dict[str, int] = {k: int(v) for k, v in dict(st.get("n", {})).items()}
     gone: dict[str, int] = {k: int(v) for k, v in dict(st.get("gone", {})).items()}
     expired = [int(p) for p, until in gone.items() if ts_ms > until]
     for p in expired:
         del gone[str(p)]
+        cur.pop(str(p), None)
         of = {t: q for t, q in of.items() if q != p}
     key = str(track)
-    if key not in of:
+    newly = key not in of
+    unlinked = False
+    if newly:
         person = track
         if window_ms > 0 and isinstance(link, int) and not isinstance(link, bool) and link != track:
             person = of.get(str(link), person)
@@ -63,6 +68,19 @@ def resolve(
         live[str(person)] = live.get(str(person), 0) + 1
         gone.pop(str(person), None)  # a late link revives the person
     person = of[key]
+    current = cur.get(str(person))
+    reporting = not newly and event_type != "track_ended"  # a lost track's late end is no report
+    if reporting and current is not None and current != track and live.get(str(person), 0) > 1:
+        # Two live tracks of one person both report: the link was wrong (the lost track came back,
+        # or the new one is someone else). The newcomer leaves the person and is its own from now on.
+        newcomer = track if track != person else current
+        live[str(person)] -= 1
+        of[str(newcomer)] = newcomer
+        live[str(newcomer)] = live.get(str(newcomer), 0) + 1
+        cur[str(newcomer)] = newcomer
+        person = of[key]
+        unlinked = True
+    cur[str(person)] = track
     if event_type == "track_ended":
         left = live.get(str(person), 1) - 1
         if left > 0:
@@ -73,13 +91,16 @@ def resolve(
                 gone[str(person)] = ts_ms + window_ms
             else:
                 expired.append(person)
+                cur.pop(str(person), None)
                 of = {t: q for t, q in of.items() if q != person}
     # bounded: forget the oldest-ending people first (their state goes with them)
     while len(gone) > max_people:
         oldest = min(gone, key=lambda k: gone[k])
         del gone[oldest]
+        cur.pop(oldest, None)
         expired.append(int(oldest))
         of = {t: q for t, q in of.items() if q != int(oldest)}
     while len(of) > 4 * max_people:  # tracks whose end never arrived: the oldest go first
         of.pop(next(iter(of)))
-    return Resolution(person, expired, {"of": of, "n": live, "gone": gone})
+    cur = {p: t for p, t in cur.items() if p in live or p in gone}
+    return Resolution(person, expired, {"of": of, "n": live, "gone": gone, "cur": cur}, unlinked)

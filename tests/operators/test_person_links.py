@@ -99,3 +99,32 @@ def test_a_broken_track_raises_one_presence_alert_keeps_dwell_and_counts_the_cro
     unlinked = run(rules, sorted(broken_walk(link=False), key=lambda e: e.ts), window_ms=10_000)
     assert [r for r, _ in unlinked].count("present") == 2
     assert all(r not in ("dwell", "line") for r, _ in unlinked)
+
+
+def test_a_wrong_link_is_undone_when_both_tracks_report() -> None:
+    """Track 2 was linked to lost track 1, then track 1 is re-identified and both report: track 2
+    is someone else after all and becomes its own person (no crossings between two people)."""
+    r = resolve(None, 1, "track_started", 0)
+    r = resolve(r.state, 2, "track_started", 1_000, link=1)
+    assert r.person == 1
+    r = resolve(r.state, 1, "track_updated", 2_000)  # the lost track came back
+    assert r.person == 1
+    r = resolve(r.state, 2, "track_updated", 2_200)
+    assert r.person == 2
+    r = resolve(r.state, 1, "track_updated", 2_400)
+    assert r.person == 1
+    # a newcomer reporting first is the one that leaves too
+    r = resolve(None, 1, "track_started", 0)
+    r = resolve(r.state, 3, "track_started", 1_000, link=1)
+    r = resolve(r.state, 3, "track_updated", 1_500)
+    assert r.person == 1, "while the old track stays silent the link holds"
+
+
+def test_line_rule_sees_no_crossing_between_two_people_wrongly_linked() -> None:
+    rules = [RuleSettings(id="line", kind="line", line=((0.5, 0.0), (0.5, 1.0)), cooldown_s=0)]
+    left, right = (0.30, 0.4, 0.36, 0.8), (0.64, 0.4, 0.70, 0.8)
+    evs = [event(track=1, ts=0, type="track_started", box=left),
+           event(track=2, ts=1_000, type="track_started", box=right, attrs={"link": 1})]  # fmt: skip
+    for k in range(6):  # both report, alternating, each on its own side
+        evs += [event(track=1, ts=2_000 + 400 * k, box=left), event(track=2, ts=2_200 + 400 * k, box=right)]
+    assert len(run(rules, evs, window_ms=10_000)) <= 1  # at most the one made by the link itself
