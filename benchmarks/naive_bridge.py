@@ -6,7 +6,8 @@ acknowledged only once Kafka has it), no validation, no pipelining. Run as a chi
 
     python -m benchmarks.naive_bridge --config SETTINGS.yaml
 
-It logs ``naive bridge ready`` once subscribed and runs until SIGTERM/SIGINT.
+It logs ``naive bridge ready`` and writes its ready file (``pipeline.readiness``) once subscribed,
+and runs until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import paho.mqtt.client as mqtt
 from kafka import KafkaProducer
 
 from pipeline.mqtt_client import connect, make_client
+from pipeline.readiness import mark_ready
 from pipeline.settings import load_settings
 from pipeline.topics import Kind, Topics
 
@@ -60,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         print("naive bridge: no SUBACK", flush=True)
         return 1
     print(f"naive bridge ready: {events} -> {topic}", flush=True)
+    mark_ready(f"naive bridge {events} -> {topic}")
     stop.wait()
     client.disconnect()
     client.loop_stop()
