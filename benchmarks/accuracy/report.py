@@ -159,6 +159,7 @@ def plot_timeline(score: TrackingScore, title: str, path: Path) -> Path:
     gids = sorted(score.timeline)
     fig, ax = plt.subplots(figsize=(11, 0.45 * len(gids) + 1.4))
     cmap = plt.get_cmap("tab20")
+    palette = [cmap(i) for i in range(20) if i not in (14, 15)]  # tab20's greys would read as "missed"
     for row, gid in enumerate(gids):
         seq = score.timeline[gid]
         start = 0
@@ -166,7 +167,7 @@ def plot_timeline(score: TrackingScore, title: str, path: Path) -> Path:
             if k == len(seq) or seq[k][1] != seq[start][1] or seq[k][0] - seq[k - 1][0] > 3:
                 f0, tid = seq[start]
                 f1 = seq[k - 1][0]
-                color = "#dddddd" if tid < 0 else cmap(tid % 20)
+                color = "#dddddd" if tid < 0 else palette[tid % len(palette)]
                 ax.barh(row, f1 - f0 + 1, left=f0, color=color, edgecolor="white", linewidth=0.4)
                 if tid >= 0 and f1 - f0 >= 12:
                     ax.text((f0 + f1) / 2, row, str(tid), ha="center", va="center", fontsize=7)
