@@ -228,12 +228,13 @@ def pipeline_part(ctx: Context, video: Path, gt: GroundTruth) -> tuple[list[Row]
         ),
         Row.make("share of events escalated", round(100 * cas.escalated_share, 1), "%", group=GROUP),
     ]
+    auc_text = "-" if cas.auc is None else f"{cas.auc:.3f}"
     md = (
         "\n".join(lines_md)
         + "\n"
         + (
             f"\nTracks started per GT person {len(starts) / people:.2f} ({len(starts)} for {people}); presence alerts"
-            f" per GT person {presence / people:.2f}. Cascade: AUC {cas.auc if cas.auc is None else round(cas.auc, 3)}, precision edge-only"
+            f" per GT person {presence / people:.2f}. Cascade: AUC {auc_text}, precision edge-only"
             f" {100 * cas.edge_only[0]:.0f}% vs verified {100 * cas.verified[0]:.0f}%, GT people alerted"
             f" {100 * cas.edge_only[1]:.0f}% vs {100 * cas.verified[1]:.0f}%, events escalated"
             f" {100 * cas.escalated_share:.0f}%. GT people with a presence alert: {covered} of {people}"
