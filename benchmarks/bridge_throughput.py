@@ -34,7 +34,7 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 
 from benchmarks.event_feeder import FeedPlan, start_feeders
-from benchmarks.harness import BRIDGE_READY, BenchResult, Context, median, quantile
+from benchmarks.harness import BenchResult, Context, median, quantile
 from benchmarks.table import Row, at_least, ratio_at_least
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.operators.schema import Rejected, decode_event
@@ -199,9 +199,7 @@ def _measure_shared(ctx: Context, processes: int, count: int) -> dict[str, Any]:
         cfg = run / f"bridge-{i + 1}.yaml"
         (run / f"b{i + 1}").mkdir(parents=True, exist_ok=True)
         cfg.write_text(s.to_yaml())
-        services.append(
-            PipelineService(f"bridge-{i + 1}", run / f"b{i + 1}", cfg, ["bridge"], BRIDGE_READY, start_timeout_s=60)
-        )
+        services.append(PipelineService(f"bridge-{i + 1}", run / f"b{i + 1}", cfg, ["bridge"], start_timeout_s=60))
     ctx.log(f"bridge: starting {processes} bridge process(es) on one shared subscription")
     with contextlib.ExitStack() as stack:
         for svc in services:
