@@ -12,6 +12,7 @@ Every ``probe_every`` cases a clean CONNECT + PINGREQ must get CONNACK + PINGRES
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import socket
@@ -94,11 +95,14 @@ class FuzzReport:
 
 
 class MqttFuzzer:
-    def __init__(self, target: FuzzTarget, seed: int = 1) -> None:
+    def __init__(self, target: FuzzTarget, seed: int = 1, *, base_ts: int | None = None) -> None:
+        """``base_ts``: event time of the first seed event (default: now, so events pass the bridge's
+        age check); give one to get byte-identical cases from two fuzzers with the same seed."""
         self.t = target
         self.rng = random.Random(seed)  # noqa: S311 (reproducible fuzzing, not crypto)
         self.seed = seed
-        self.stream = ScriptedStream(10_000, site=target.site, cams=target.cams, tag=f"fuzz{seed}")
+        stream = ScriptedStream(10_000, site=target.site, cams=target.cams, tag=f"fuzz{seed}")
+        self.stream = stream if base_ts is None else dataclasses.replace(stream, base_ts=base_ts)
 
     # ------------------------------------------------------------------ mutations
 

@@ -70,6 +70,7 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
     bridge = PipelineService("bridge", tmp_path / "bridge", config, ["bridge"], start_timeout_s=60)
     n, cams = 600, ("cam-1", "cam-2")
     published = threading.Event()
+    killed = threading.Event()
     with mqtt_peer(settings) as edge:
         bridge.start()
         try:
@@ -79,6 +80,8 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
 
             def publish() -> None:
                 for seq in range(n):
+                    if seq == n // 2:  # the second half is published only once the bridge is dead
+                        killed.wait(60)
                     for cam in cams:
                         edge.publish(events_topic(settings, cam), encode_event(make_event(cam, seq)))
                 published.set()
@@ -87,7 +90,8 @@ def test_killed_bridge_process_loses_nothing(make_settings: Callable[..., Settin
             publisher.start()
             read_topic(settings, settings.kafka.events_topic, min_count=200, timeout_s=20)
             bridge.kill()  # SIGKILL mid-stream: no drain, no DISCONNECT
-            assert not published.is_set(), "publisher finished before the kill; raise n"
+            killed.set()
+            assert not published.is_set(), "the stream must still be running at the kill"
             bridge.start()
             publisher.join(60)
             got = seqs_in_kafka(settings, n * len(cams), timeout_s=40)
