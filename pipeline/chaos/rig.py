@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -25,6 +26,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pipeline.alerts_subscriber import AlertSubscriber
 from pipeline.chaos.scripted_edge import edge_settings_for
 from pipeline.chaos.stream import RULE, ScriptedStream
+from pipeline.local_stack.child_process import ChildProcess
 from pipeline.local_stack.kafka_topics import ensure_topics
 from pipeline.local_stack.mosquitto import MosquittoProcess
 from pipeline.local_stack.pipeline_service import PipelineService
@@ -229,3 +231,22 @@ class _ModuleService(PipelineService):
     def command(self) -> list[str]:
         return [*self.wrap, sys.executable, "-m", "pipeline.chaos.scripted_edge", "--config", str(self.config_file),
                 *self.args]  # fmt: skip
+
+
+def start_all(*services: ChildProcess) -> None:
+    """Start child processes in parallel (a Faust worker takes a while on a small machine)."""
+    errors: list[BaseException] = []
+
+    def start(s: ChildProcess) -> None:
+        try:
+            s.start()
+        except BaseException as exc:  # re-raised below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start, args=(s,)) for s in services]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]

@@ -24,7 +24,7 @@ from typing import Any
 
 from pipeline.alerts_subscriber import AlertSubscriber
 from pipeline.chaos.netns import LossyNetns
-from pipeline.chaos.rig import ChaosEnv, KafkaEvents, read_events
+from pipeline.chaos.rig import ChaosEnv, KafkaEvents, read_events, start_all
 from pipeline.chaos.scripted_edge import ScriptedEdge, child_args, outbox_progress, read_status, write_gate
 from pipeline.chaos.stream import ScriptedStream
 from pipeline.chaos.tcp_proxy import TcpProxy
@@ -75,25 +75,6 @@ Scenario = Callable[[ChaosEnv, int], ScenarioResult]
 # --------------------------------------------------------------------------- shared steps
 
 
-def _start_all(*services: ChildProcess) -> None:
-    """Start child processes in parallel (a Faust worker takes a while on a small machine)."""
-    errors: list[BaseException] = []
-
-    def start(s: ChildProcess) -> None:
-        try:
-            s.start()
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in services]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-
-
 def _cloud_side(env: ChaosEnv, settings: Settings, *, bridges: int = 1, cloud: bool = True) -> tuple[
     list[ChildProcess], list[ChildProcess], AlertSubscriber | None
 ]:  # fmt: skip
@@ -103,7 +84,7 @@ def _cloud_side(env: ChaosEnv, settings: Settings, *, bridges: int = 1, cloud: b
         b = settings.bridge.model_copy(update={"client_id": f"{settings.bridge.client_id}-{i}"})
         bs.append(env.service(settings.model_copy(update={"bridge": b}), f"bridge{i}", ["bridge"], start=False))
     cs: list[ChildProcess] = [env.cloud(settings, start=False)] if cloud else []
-    _start_all(*bs, *cs)
+    start_all(*bs, *cs)
     sub = env.subscriber(settings) if cloud else None
     return bs, cs, sub
 
@@ -335,7 +316,7 @@ def cloud_worker_crash(env: ChaosEnv, n: int) -> ScenarioResult:
     run = settings.cloud.data_dir
     w1 = env.cloud(settings, "cloud1", start=False, data_dir=run / "w1")
     w2 = env.cloud(settings, "cloud2", start=False, data_dir=run / "w2")
-    _start_all(w1, w2)
+    start_all(w1, w2)
     sub = env.subscriber(settings)
     edge = ScriptedEdge(settings, stream, rate_per_s=_rate(n, 15)).start()
     try:

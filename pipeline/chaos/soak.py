@@ -30,7 +30,7 @@ from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
-from pipeline.chaos.rig import ChaosEnv
+from pipeline.chaos.rig import ChaosEnv, start_all
 from pipeline.chaos.scripted_edge import ScriptedEdge
 from pipeline.chaos.soak_faults import FaultRecord, FaultRunner, LinkTarget, ProcessTarget, Target
 from pipeline.chaos.soak_schedule import KINDS, FaultKind, SoakPlan, make_schedule
@@ -101,7 +101,7 @@ def run_soak(env: ChaosEnv, plan: SoakPlan, progress: Callable[[str], None] = pr
     bridges = [_bridge(env, settings, i) for i in range(plan.bridges)]
     run = settings.cloud.data_dir
     workers = [env.cloud(settings, f"cloud{i}", start=False, data_dir=run / f"w{i}") for i in range(plan.workers)]
-    _start_parallel([*bridges, *workers])
+    start_all(*bridges, *workers)
     sub = env.subscriber(settings)
     proxy = env.stack.enter_context(TcpProxy(mqtt.host, mqtt.port))
     edge_settings = settings.model_copy(update={"mqtt": settings.mqtt.model_copy(update={"port": proxy.port})})
@@ -201,24 +201,6 @@ def _drain(edge: ScriptedEdge, n: int, alerts: Callable[[], int], expected: int)
 def _bridge(env: ChaosEnv, settings: Settings, i: int) -> ChildProcess:
     b = settings.bridge.model_copy(update={"client_id": f"{settings.bridge.client_id}-{i}"})
     return env.service(settings.model_copy(update={"bridge": b}), f"bridge{i}", ["bridge"], start=False)
-
-
-def _start_parallel(services: list[ChildProcess]) -> None:
-    errors: list[BaseException] = []
-
-    def start(s: ChildProcess) -> None:
-        try:
-            s.start()
-        except BaseException as exc:  # re-raised below
-            errors.append(exc)
-
-    threads = [threading.Thread(target=start, args=(s,)) for s in services]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
 
 
 @dataclass
