@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,13 +62,12 @@ class KafkaEvents:
         return bad
 
 
-def read_events(settings: Settings, idle_polls: int = 3, timeout_s: float = 120.0) -> KafkaEvents:
-    """Every record of the events topic from the beginning, read until quiet (Tansu answers
-    ListOffsets(latest) wrongly, so end offsets cannot be trusted)."""
+def topic_records(settings: Settings, topic: str, idle_polls: int = 3, timeout_s: float = 120.0) -> Iterator[Any]:
+    """Every record of ``topic`` from the beginning (per partition in offset order), read until
+    ``idle_polls`` empty polls in a row (Tansu answers ListOffsets(latest) wrongly, so end offsets
+    cannot be trusted) or ``timeout_s``."""
     consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False, group_id=None)
-    out = KafkaEvents()
     try:
-        topic = settings.kafka.events_topic
         ids = consumer.partitions_for_topic(topic) or set(range(settings.kafka.partitions))
         parts = [TopicPartition(topic, p) for p in sorted(ids)]
         consumer.assign(parts)
@@ -78,16 +77,22 @@ def read_events(settings: Settings, idle_polls: int = 3, timeout_s: float = 120.
             batch = consumer.poll(timeout_ms=1000)
             idle = 0 if batch else idle + 1
             for records in batch.values():
-                for r in sorted(records, key=lambda r: r.offset):
-                    ev = decode_event(r.value)
-                    if isinstance(ev, Rejected):
-                        out.undecodable += 1
-                        continue
-                    out.counts[ev.id] += 1
-                    out.order.setdefault(ev.cam, []).append(ev.seq)
-        return out
+                yield from sorted(records, key=lambda r: r.offset)
     finally:
         consumer.close()
+
+
+def read_events(settings: Settings, idle_polls: int = 3, timeout_s: float = 120.0) -> KafkaEvents:
+    """Every event of the events topic from the beginning: copies per id, seq order per camera."""
+    out = KafkaEvents()
+    for r in topic_records(settings, settings.kafka.events_topic, idle_polls, timeout_s):
+        ev = decode_event(r.value)
+        if isinstance(ev, Rejected):
+            out.undecodable += 1
+            continue
+        out.counts[ev.id] += 1
+        out.order.setdefault(ev.cam, []).append(ev.seq)
+    return out
 
 
 class ChaosEnv:

@@ -28,9 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
-
-from pipeline.chaos.rig import ChaosEnv, start_all
+from pipeline.chaos.rig import ChaosEnv, start_all, topic_records
 from pipeline.chaos.scripted_edge import ScriptedEdge
 from pipeline.chaos.soak_faults import FaultRecord, FaultRunner, LinkTarget, ProcessTarget, Target
 from pipeline.chaos.soak_schedule import KINDS, FaultKind, SoakPlan, make_schedule
@@ -211,28 +209,15 @@ class _Topic:
 
 def _read_topic(settings: Settings, topic: str, key: str, idle_polls: int = 3, timeout_s: float = 300.0) -> _Topic:
     """Every record of ``topic`` from the beginning, read until quiet: id -> copies, first time."""
-    consumer = KafkaConsumer(**settings.kafka.client_kwargs(), enable_auto_commit=False, group_id=None)
     out = _Topic()
-    try:
-        ids = consumer.partitions_for_topic(topic) or set(range(settings.kafka.partitions))
-        parts = [TopicPartition(topic, p) for p in sorted(ids)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        idle, deadline = 0, time.monotonic() + timeout_s
-        while idle < idle_polls and time.monotonic() < deadline:
-            batch = consumer.poll(timeout_ms=1000)
-            idle = 0 if batch else idle + 1
-            for records in batch.values():
-                for r in records:
-                    try:
-                        rid = str(json.loads(r.value)[key])
-                    except (ValueError, KeyError, TypeError):
-                        continue
-                    out.counts[rid] += 1
-                    out.when.setdefault(rid, r.timestamp / 1000)
-        return out
-    finally:
-        consumer.close()
+    for r in topic_records(settings, topic, idle_polls, timeout_s):
+        try:
+            rid = str(json.loads(r.value)[key])
+        except (ValueError, KeyError, TypeError):
+            continue
+        out.counts[rid] += 1
+        out.when.setdefault(rid, r.timestamp / 1000)
+    return out
 
 
 def _event_ends(stream: ScriptedStream, in_kafka: dict[str, float], alert_at: dict[str, float],
