@@ -31,7 +31,7 @@ from benchmarks.table import Row, at_least, at_most
 from pipeline.edge_stage.capture import Capture
 from pipeline.edge_stage.detectors import Detector, make_detector
 from pipeline.edge_stage.events import EventBuilder
-from pipeline.edge_stage.motion_gate import MotionGate, detection_roi
+from pipeline.edge_stage.motion_gate import MotionGate, detection_roi_with_tracks
 from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections
 from pipeline.metrics import Registry
 from pipeline.operators.schema import encode_event
@@ -99,11 +99,7 @@ def profile_clip(
                 moving = motion.motion
                 if moving:
                     h, w = img.shape[:2]
-                    track_px = [
-                        (int(t.box[0] * w), int(t.box[1] * h), int(t.box[2] * w), int(t.box[3] * h))
-                        for t in tracker.tracks
-                    ]
-                    roi = detection_roi(motion.regions, (w, h), track_boxes=track_px)
+                    roi = detection_roi_with_tracks(motion.regions, (w, h), (t.box for t in tracker.tracks))
             t2 = time.perf_counter()
             st["motion_gate"].append(t2 - t1)
             if moving:

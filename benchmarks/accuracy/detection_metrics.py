@@ -21,11 +21,6 @@ from benchmarks.accuracy.data import PxBox
 from pipeline.operators.tracking import iou
 
 
-def box_iou(a: PxBox, b: PxBox) -> float:
-    """IoU of two pixel boxes (the tracker's IoU works in any units)."""
-    return iou(a, b)
-
-
 @dataclass(frozen=True, slots=True)
 class DetectionScore:
     ap50: float
@@ -58,7 +53,7 @@ def score_detections(
         for j, g in enumerate(ground_truth[frame]):
             if j in claimed[frame]:
                 continue
-            o = box_iou(box, g)
+            o = iou(box, g)
             if o >= best:
                 best, best_j = o, j
         if best_j >= 0:

@@ -25,7 +25,7 @@ from benchmarks.accuracy.data import FRAME_H, FRAME_W, PxBox
 from pipeline.edge_stage.appearance import box_feature
 from pipeline.edge_stage.capture import Capture, Image
 from pipeline.edge_stage.detectors.base import Detector
-from pipeline.edge_stage.motion_gate import MotionGate, detection_roi
+from pipeline.edge_stage.motion_gate import MotionGate, detection_roi_with_tracks
 from pipeline.metrics import Registry
 from pipeline.operators.appearance import Feature
 from pipeline.operators.tracking import Detection, Track, Tracker
@@ -138,10 +138,7 @@ def replay_deployed(
                 tracker.predict_only(t)
             else:
                 h, w = frame.image.shape[:2]
-                boxes = [
-                    (int(x.box[0] * w), int(x.box[1] * h), int(x.box[2] * w), int(x.box[3] * h)) for x in tracker.tracks
-                ]
-                roi = detection_roi(motion.regions, (w, h), track_boxes=boxes)
+                roi = detection_roi_with_tracks(motion.regions, (w, h), (x.box for x in tracker.tracks))
                 out.roi_frames += roi is not None
                 t0 = time.perf_counter()
                 raw = detector.detect(frame.image, roi)

@@ -26,7 +26,6 @@ from scipy.stats import mannwhitneyu
 
 from benchmarks.accuracy.counting import DIRECTIONS, DWELL_S, LINES, ZONE
 from benchmarks.accuracy.data import GroundTruth
-from benchmarks.accuracy.detection_metrics import box_iou
 from benchmarks.accuracy.replay import to_px
 from benchmarks.harness import Context, bridge_and_cloud, cut_clip
 from pipeline.alerts_subscriber import AlertSubscriber
@@ -35,6 +34,7 @@ from pipeline.edge_stage.runner import run_edge
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
 from pipeline.operators.schema import Alert, Event, Rejected, decode_event
+from pipeline.operators.tracking import iou
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -125,7 +125,7 @@ def align(events: list[Event], gt: GroundTruth, fps: float) -> tuple[dict[str, i
         hits = 0
         for e in events:
             i = off + round((e.ts - t0) / step)
-            hits += any(box_iou(to_px(e.box), b) >= 0.5 for _, b in gt.at(i))
+            hits += any(iou(to_px(e.box), b) >= 0.5 for _, b in gt.at(i))
         best = max(best, (hits / len(events), off))
     off = best[1]
     return {e.id: off + round((e.ts - t0) / step) for e in events}, best[0]
@@ -184,7 +184,7 @@ def run_pipeline(ctx: Context, video: Path, gt: GroundTruth) -> PipelineRun:
 def match_gt(event: Event, frame: int, gt: GroundTruth, iou_min: float = 0.5) -> int | None:
     best, gid = iou_min, None
     for g, b in gt.at(frame):
-        o = box_iou(to_px(event.box), b)
+        o = iou(to_px(event.box), b)
         if o >= best:
             best, gid = o, g
     return gid

@@ -31,7 +31,7 @@ from pipeline.edge_stage.annotate import Annotator, draw
 from pipeline.edge_stage.capture import Image
 from pipeline.edge_stage.detectors import Detector
 from pipeline.edge_stage.events import CropFilter, EventBuilder
-from pipeline.edge_stage.motion_gate import MotionGate, PxBox, detection_roi
+from pipeline.edge_stage.motion_gate import MotionGate, PxBox, detection_roi_with_tracks
 from pipeline.edge_stage.outbox import Outbox
 from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections
 from pipeline.metrics import Registry
@@ -198,11 +198,7 @@ class DetectStage:
             return False
         m, c, img = self.metrics, self.cam, frame.image
         h, w = img.shape[:2]
-        track_px = [
-            (int(t.box[0] * w), int(t.box[1] * h), int(t.box[2] * w), int(t.box[3] * h))
-            for t in self.track.tracker.tracks
-        ]
-        frame.roi = detection_roi(self.gate.regions, (w, h), track_boxes=track_px)
+        frame.roi = detection_roi_with_tracks(self.gate.regions, (w, h), (t.box for t in self.track.tracker.tracks))
         try:
             dets = self.detector.detect(img, frame.roi)
             self.models.on_success()

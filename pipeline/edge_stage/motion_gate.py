@@ -9,7 +9,7 @@ their union (expanded, plus the boxes of live tracks so they are not lost) or at
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -141,3 +141,12 @@ def detection_roi(
     if (rx2 - rx1) * (ry2 - ry1) > max_share * w * h:
         return None
     return (rx1, ry1, rx2, ry2)
+
+
+def detection_roi_with_tracks(
+    regions: Sequence[PxBox], frame_size: tuple[int, int], track_boxes: Iterable[Sequence[float]]
+) -> PxBox | None:
+    """:func:`detection_roi` with the live tracks given as normalised boxes (x1, y1, x2, y2)."""
+    w, h = frame_size
+    px = [(int(b[0] * w), int(b[1] * h), int(b[2] * w), int(b[3] * h)) for b in track_boxes]
+    return detection_roi(regions, frame_size, track_boxes=px)

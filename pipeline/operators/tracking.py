@@ -211,11 +211,13 @@ class Tracker:
         low = [i for i, d in enumerate(detections) if not self._is_high(d)]
         active = [i for i, t in enumerate(self._live) if t.missed <= self.max_missed]
         pairs = self._match_iou(active, high, detections, self.iou_threshold, appearance=True)
-        free_tracks = [i for i in active if self._live[i].confirmed and i not in {p[0] for p in pairs}]
+        matched_tracks = {ti for ti, _ in pairs}
+        free_tracks = [i for i in active if self._live[i].confirmed and i not in matched_tracks]
         pairs += self._match_iou(free_tracks, low, detections, self.low_iou_threshold, appearance=False)
-        matched_dets = {d for _, d in pairs}
-        lost = [i for i, t in enumerate(self._live) if t.confirmed and i not in {p[0] for p in pairs}
-                and (t.missed > self.max_missed or t.missed > 0)]  # fmt: skip
+        matched_tracks = {ti for ti, _ in pairs}
+        matched_dets = {di for _, di in pairs}
+        # stage 3: confirmed tracks not seen this step after missing at least one (coasting or lost)
+        lost = [i for i, t in enumerate(self._live) if t.confirmed and t.missed > 0 and i not in matched_tracks]
         pairs += self._reidentify(lost, [d for d in high if d not in matched_dets], detections, t_ms)
         matched_tracks = {ti for ti, _ in pairs}
         matched_dets = {di for _, di in pairs}
