@@ -81,9 +81,10 @@ def make_settings(
     Each keyword is a settings section: a dict is merged over the wired section, a section
     object contributes the fields it was given explicitly. Every call gets a fresh prefix
     ``t<uuid8>``: MQTT ``topic_prefix``, Kafka topics ``t<uuid8>.events|alerts|config|deadletter``
-    (created), and ids (``cloud.app_id``, ``bridge.client_id``, ``edge.node_id``) so tests never
-    see each other's data or consumer groups. ``model_server.address`` points at the session
-    model server when the test also requests the ``model_server`` fixture.
+    (created), and ids (``cloud.app_id``, ``bridge.client_id``/``downlink_group``, ``history.group``,
+    ``edge.node_id``) so tests never see each other's data or consumer groups.
+    ``model_server.address`` points at the session model server when the test also requests the
+    ``model_server`` fixture.
     """
 
     def make(**section_updates: Any) -> Settings:
@@ -99,7 +100,12 @@ def make_settings(
                 "dead_letter_topic": f"{prefix}.deadletter",
             },
             "edge": {"node_id": f"{prefix}-node", "outbox_path": str(tmp_path / f"{prefix}-outbox.sqlite")},
-            "bridge": {"client_id": f"{prefix}-bridge"},
+            # The downlink's and the history store's consumer groups are fixed names by default
+            # ("bridges-downlink", "history"): on the session broker a bridge SIGKILLed by one
+            # test stayed a member of the group the next test joined, and Tansu kept that group
+            # rebalancing (SyncGroup "coordinator rebalance" every 8 s, CI stop 20).
+            "bridge": {"client_id": f"{prefix}-bridge", "downlink_group": f"{prefix}-bridges-downlink"},
+            "history": {"group": f"{prefix}-history"},
             "cloud": {"app_id": f"{prefix}-cloud", "data_dir": str(tmp_path / f"{prefix}-faust")},
             "local": {"run_dir": str(tmp_path / f"{prefix}-run")},
         }

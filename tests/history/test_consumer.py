@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def history_settings(make_settings: Callable[..., Settings], url: str, **history: object) -> Settings:
-    return make_settings(history={"database_url": url, "group": "history-test", **history})
+    return make_settings(history={"database_url": url, **history})
 
 
 def test_redelivered_alerts_stored_once_and_bad_records_dead_lettered(
