@@ -114,8 +114,9 @@ def profile_clip(
                 update = tracker.predict_only(ts)
             t4 = time.perf_counter()
             st["track"].append(t4 - t3)
-            for etype, track in policy.decide(update, ts):
-                encode_event(builder.build(etype, track, ts, frame_bgr=img, crop_max_bytes=camera.crop_max_bytes))
+            for etype, track, with_crop in policy.decide(update, ts):
+                encode_event(builder.build(etype, track, ts, with_crop=with_crop, frame_bgr=img,
+                                           crop_max_bytes=camera.crop_max_bytes))  # fmt: skip
             t5 = time.perf_counter()
             st["encode"].append(t5 - t4)
             if not moving:

@@ -217,7 +217,17 @@ class CameraSettings(Section):
     line_margin: float = Field(
         0.02, ge=0, lt=0.5, description="How far (normalised) from a line the feet must be to be on a side."
     )
-    crops: bool = Field(True, description="Attach a small JPEG crop to track_started events.")
+    crops: bool = Field(
+        True,
+        description="Attach a small JPEG crop to track_started events (and to a later event with a clearly"
+        " better view of the track, see crop_refreshes): the cloud's heavy model judges the crop.",
+    )
+    crop_refreshes: int = Field(
+        2, ge=0, le=10,
+        description="Later crops per track at most, each sent when the track shows a clearly better view"
+        " (the first box touched the frame border, or the box doubled in area): a person walking in at the"
+        " border is otherwise judged on a sliver. 0 = only the first crop.",
+    )  # fmt: skip
     crop_max_bytes: int = Field(16 * 1024, ge=1024, le=60 * 1024, description="JPEG crop size cap.")
     blur_faces: bool = Field(False, description="Blur faces in crops before they leave the node.")
     pose: bool = Field(

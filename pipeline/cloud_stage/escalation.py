@@ -5,7 +5,9 @@ Policies (``cloud.escalation``, overridable per camera and label with
 
 - ``always``: every event that carries a crop;
 - ``low_confidence``: events whose edge score is below ``cloud.escalation_low_confidence``;
-- ``track_started``: the first event of each track (the edge attaches its crop there);
+- ``track_started``: the events the edge attaches a crop to: the first of each track and, at
+  most ``edge.cameras[].crop_refreshes`` times, a later one with a clearly better view (attrs
+  ``view=better``; its verdict replaces the track's, see ``pipeline.operators.track_events``);
 - ``never``: the edge score alone decides.
 
 Only events with a crop can be escalated: the cloud never sees video, only the small JPEG the
@@ -35,4 +37,4 @@ def should_escalate(event: Event, policy: Escalation, low_confidence: float) -> 
         return True
     if policy == "low_confidence":
         return event.score < low_confidence
-    return event.type == "track_started"
+    return event.type == "track_started" or event.attrs.get("view") == "better"

@@ -78,13 +78,14 @@ class EventBuilder:
         track: Track,
         ts_ms: int,
         *,
+        with_crop: bool = False,
         frame_bgr: Image | None = None,
         crop_max_bytes: int | None = None,
         crop_filter: CropFilter | None = None,
         attrs: Mapping[str, str | float | int | bool] | None = None,
     ) -> Event:
         crop = None
-        if etype == "track_started" and frame_bgr is not None and crop_max_bytes:
+        if with_crop and frame_bgr is not None and crop_max_bytes:
             crop = crop_b64(frame_bgr, track.box, crop_max_bytes, crop_filter)
         x1, y1, x2, y2 = (min(1.0, max(0.0, c)) for c in track.box)
         return Event(

@@ -257,22 +257,26 @@ class EmitStage:
             # the camera's own lines plus those of its line rules (drawn in the console)
             rule_lines = [r.line for r in camera.rules if r.kind == "line" and r.line is not None]
             self.policy.lines, self.policy.line_margin = (*camera.lines, *rule_lines), camera.line_margin
+            self.policy.crop_refreshes = camera.crop_refreshes
             self._lines_of = camera
-        for etype, track in self.policy.decide(frame.update, frame.ts_ms):
+        for etype, track, with_crop in self.policy.decide(frame.update, frame.ts_ms):
             crop_filter: CropFilter | None = None
             attrs: dict[str, str | float | int | bool] = {}
+            extras = self._extras_for(camera) if with_crop else None
+            if extras is not None and camera.blur_faces:
+                crop_filter = extras.blur_faces
             if etype == "track_started":
                 if track.link is not None:  # the track it probably continues (cloud: same person)
                     attrs["link"] = track.link
-                extras = self._extras_for(camera)
-                if extras is not None and camera.blur_faces:
-                    crop_filter = extras.blur_faces
                 if extras is not None and camera.pose and track.label == "person":
                     attrs.update(extras.pose_attrs(frame.image, track.box))
+            elif with_crop:
+                attrs["view"] = "better"  # a later, clearer crop of the track: the cloud re-judges it
             event = self.builder.build(
                 etype,
                 track,
                 frame.ts_ms,
+                with_crop=with_crop,
                 frame_bgr=frame.image,
                 crop_max_bytes=camera.crop_max_bytes if camera.crops else None,
                 crop_filter=crop_filter,

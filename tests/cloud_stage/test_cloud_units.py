@@ -54,6 +54,8 @@ def event(**kw: object) -> Event:
         ("never", {}, False),
         ("track_started", {}, True),
         ("track_started", {"type": "track_updated"}, False),
+        ("track_started", {"type": "track_updated", "attrs": {"view": "better"}}, True),
+        ("track_started", {"type": "track_updated", "attrs": {"view": "better"}, "crop": None}, False),
         ("low_confidence", {"score": 0.5}, True),
         ("low_confidence", {"score": 0.9}, False),
     ],

@@ -3,6 +3,7 @@ the real model server: events in, alerts out."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -42,7 +43,8 @@ def test_alerts_dedupe_poison_and_restart(
     reader = AlertReader(s)
 
     # phase 1: 4 person tracks with real crops -> 4 verified alerts; a "person" whose crop is
-    # background -> contradicted, fused 0.4*0.9 < 0.5 -> none; a car -> no rule. All sent twice.
+    # background -> contradicted, fused 0.4*0.9 < 0.5 -> none; a car -> no rule; a better view
+    # re-judges a track (below). All sent twice.
     events, expected = [], set()
     for i in range(4):
         cam, track = f"cam-{i % 2 + 1}", 10 + i
@@ -51,6 +53,12 @@ def test_alerts_dedupe_poison_and_restart(
         expected.add(expected_id(evs))
     events += track_events("cam-1", 50, crops.background)
     events += track_events("cam-2", 51, None, label="car")
+    # a track whose first crop shows nobody (no alert) and whose second update carries the edge's
+    # better view of a person: re-judged on that crop, it alerts there, verified
+    late = track_events("cam-2", 52, crops.background)
+    late[2] = dataclasses.replace(late[2], crop=crops.people[0], attrs={"view": "better"})
+    events += late
+    expected.add(expected_id(late[2:]))
     produce(s, events + events, extra=[b"not json", b'{"v":1,"id":"x"}'])
     alerts = reader.wait_for(len(expected), settle_s=3.0)
     assert {a.id for a in alerts} == expected, worker.log_tail()

@@ -200,7 +200,9 @@ def test_crop_is_capped_by_lowering_quality() -> None:
     b64 = crop_b64(frame, (0.0, 0.0, 1.0, 1.0), 4096)
     assert b64 is not None and len(b64) <= 4096
     assert base64.b64decode(b64)[:2] == b"\xff\xd8"
-    ev = EventBuilder("s", "c", "d@1").build("track_started", _track(), 1, frame_bgr=frame, crop_max_bytes=2048)
+    ev = EventBuilder("s", "c", "d@1").build(
+        "track_started", _track(), 1, with_crop=True, frame_bgr=frame, crop_max_bytes=2048
+    )
     assert ev.crop is not None and len(ev.crop) <= 2048
     assert isinstance(decode_event(encode_event(ev)), Event)
 

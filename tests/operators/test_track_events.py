@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.operators.track_events import TrackEventPolicy
+from pipeline.operators.track_events import Emission, TrackEventPolicy, better_view, on_border
 from pipeline.operators.tracking import Detection, Track, Tracker, TrackUpdate
 from pipeline.testing import scripted_track
 
@@ -121,3 +121,46 @@ def test_a_side_change_of_a_configured_line_is_sent_at_once() -> None:
     # the step whose feet are clearly right of the line (0.515 >= 0.5 + margin) is sent
     assert got[1:] == [[], [], ["track_updated"], []]
     assert base[1:] == [[], [], [], ["track_updated"]], "without the line, only the 0.06 move is"
+
+
+def crops(decisions: Sequence[Emission]) -> list[tuple[str, bool]]:
+    return [(d.type, d.crop) for d in decisions]
+
+
+def test_a_track_that_walks_in_at_the_border_gets_one_better_crop_once_fully_inside() -> None:
+    policy = TrackEventPolicy(move_threshold=0.5, keepalive_ms=60_000)  # only crops make events here
+    assert crops(policy.decide(TrackUpdate(started=[track(cx=0.03)]), 0)) == [("track_started", True)]
+    # still cut off by the left border (x1 = 0.0): no new crop
+    assert policy.decide(TrackUpdate(updated=[track(cx=0.05)]), 200) == []
+    # the whole box is in view: one update with a crop, then none while the view stays alike
+    assert crops(policy.decide(TrackUpdate(updated=[track(cx=0.08)]), 400)) == [("track_updated", True)]
+    assert policy.decide(TrackUpdate(updated=[track(cx=0.12)]), 600) == []
+
+
+def test_a_track_first_seen_whole_gets_no_second_crop_until_it_doubles() -> None:
+    policy = TrackEventPolicy(move_threshold=0.5, keepalive_ms=60_000)
+    policy.decide(TrackUpdate(started=[track(cx=0.5)]), 0)
+    assert policy.decide(TrackUpdate(updated=[track(cx=0.52)]), 200) == []
+    bigger = dataclasses.replace(track(cx=0.5), box=(0.4, 0.3, 0.6, 0.75))  # 3x the area: came closer
+    assert crops(policy.decide(TrackUpdate(updated=[bigger]), 400)) == [("track_updated", True)]
+
+
+def test_better_crops_are_bounded_per_track_and_never_from_a_weak_or_predicted_box() -> None:
+    policy = TrackEventPolicy(move_threshold=0.5, keepalive_ms=60_000, crop_refreshes=1, score_delta=0.15)
+    policy.decide(TrackUpdate(started=[track(cx=0.5)]), 0)
+    doubled = dataclasses.replace(track(cx=0.5), box=(0.4, 0.3, 0.6, 0.75))
+    assert policy.decide(TrackUpdate(held=[doubled]), 200) == []  # predicted box: not a new picture
+    weak = dataclasses.replace(doubled, score=0.6)  # 0.8 -> 0.6: the detector is less sure
+    assert crops(policy.decide(TrackUpdate(updated=[weak]), 400)) == [("track_updated", False)]  # score moved
+    assert crops(policy.decide(TrackUpdate(updated=[doubled]), 600)) == [("track_updated", True)]
+    quadrupled = dataclasses.replace(doubled, box=(0.3, 0.1, 0.7, 0.95))
+    assert policy.decide(TrackUpdate(updated=[quadrupled]), 800) == []  # crop_refreshes=1 used up
+
+
+def test_on_border_and_better_view() -> None:
+    assert on_border((0.0, 0.2, 0.1, 0.5), 0.01) and on_border((0.5, 0.2, 0.6, 0.995), 0.01)
+    assert not on_border((0.02, 0.02, 0.98, 0.98), 0.01)
+    inside = (0.4, 0.4, 0.5, 0.6)
+    assert better_view((0.0, 0.4, 0.05, 0.6), 0.8, inside, 0.8, 0.01, 0.15)
+    assert not better_view(inside, 0.8, (0.0, 0.3, 0.3, 0.9), 0.9, 0.01, 0.15), "cut off is never better"
+    assert not better_view(inside, 0.8, (0.38, 0.38, 0.52, 0.62), 0.8, 0.01, 0.15), "1.7x the area is not enough"
