@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from pipeline.errors import ConfigError
 from pipeline.operators.chunk_codec import DEFAULT_CHUNK_BYTES, MAX_CHUNK_BYTES, MIN_CHUNK_BYTES, MQTT_URL_PATTERN
+from pipeline.operators.geometry import polygon_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_CLIP = REPO_ROOT / "samples" / "vtest_clip.mp4"
@@ -214,9 +215,25 @@ class CameraSettings(Section):
         " as a track's feet clearly change side of one (or of a line rule in this camera's `rules`), so every"
         " crossing it sees reaches the rules.",
     )
-    line_margin: float = Field(
-        0.02, ge=0, lt=0.5, description="How far (normalised) from a line the feet must be to be on a side."
+    zones: list[list[Point]] = Field(
+        default_factory=list,
+        description="Polygons (normalised, as in the cloud's zone/dwell rules): the edge sends an event as soon"
+        " as a track's feet clearly enter or leave one (or a zone of a zone/dwell rule in `rules`), so stays"
+        " are timed at the detection rate.",
     )
+    line_margin: float = Field(
+        0.02, ge=0, lt=0.5,
+        description="How far (normalised) from a line or zone edge the feet must be to change side.",
+    )  # fmt: skip
+
+    @field_validator("zones")
+    @classmethod
+    def _zones_are_polygons(cls, zones: list[list[Point]]) -> list[list[Point]]:
+        for zone in zones:
+            if (problem := polygon_problem(zone)) is not None:
+                raise ValueError(f"zone {zone}: {problem}")
+        return zones
+
     crops: bool = Field(
         True,
         description="Attach a small JPEG crop to track_started events (and to a later event with a clearly"

@@ -256,9 +256,11 @@ class EmitStage:
         if camera is not self._lines_of:  # first frame or a live config update
             # the camera's own lines plus those of its line rules (drawn in the console)
             rule_lines = [r.line for r in camera.rules if r.kind == "line" and r.line is not None]
+            rule_zones = [r.zone for r in camera.rules if r.kind in ("zone", "dwell") and r.zone is not None]
             self.policy.lines, self.policy.line_margin = (*camera.lines, *rule_lines), camera.line_margin
+            self.policy.zones = (*camera.zones, *rule_zones)
             self.policy.crop_refreshes = camera.crop_refreshes
-            self._lines_of = camera
+            self._lines_of = camera  # (and zones)
         for etype, track, with_crop in self.policy.decide(frame.update, frame.ts_ms):
             crop_filter: CropFilter | None = None
             attrs: dict[str, str | float | int | bool] = {}

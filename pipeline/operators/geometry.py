@@ -51,6 +51,13 @@ def anchor_point(box: Box, where: Anchor = "bottom_centre") -> Point:
     return (cx, (y1 + y2) / 2.0)
 
 
+def on_border(box: Box, margin: float = 0.01) -> bool:
+    """True when a normalised box touches the frame border (within ``margin``): the object is cut
+    off by the edge of the view, or walking in or out of it."""
+    x1, y1, x2, y2 = box
+    return x1 <= margin or y1 <= margin or x2 >= 1 - margin or y2 >= 1 - margin
+
+
 def cross(a: Point, b: Point, p: Point) -> float:
     """z of (b - a) x (p - a): > 0 when ``p`` is right of a->b (y-down image), < 0 when left."""
     return (b[0] - a[0]) * (p[1] - a[1]) - (b[1] - a[1]) * (p[0] - a[0])
@@ -91,16 +98,19 @@ def signed_distance(line: Segment, p: Point) -> float:
 
 def committed_side(line: Segment, p: Point, margin: float, current: int | None) -> int | None:
     """The side an anchor is *clearly* on: +1 right, -1 left, once it is at least ``margin`` away
-    from the line; inside that band the side stays ``current`` (hysteresis).
+    from the line; inside that band the side stays ``current`` (hysteresis). A track's first
+    anchor (``current`` None) takes the side it is on, however close: a person who walks into
+    the view on a line and then crosses it has crossed it (PETS09-S2L1 has one, 9 px from the
+    line when first seen), and leaving the side open would drop that crossing.
 
     A person standing on a line, or a box whose feet jitter by a few pixels around it, would
     otherwise change side on every frame and count a crossing each time; with a band of ``margin``
     (normalised units: 0.02 is about 12 px of a 576-px frame) a side change needs a real move.
     """
     d = signed_distance(line, p)
-    if d >= margin:
+    if d >= margin or (current is None and d >= 0):
         return 1
-    if d <= -margin:
+    if d <= -margin or current is None:
         return -1
     return current
 
@@ -112,12 +122,13 @@ def distance_to_segment(p: Point, a: Point, b: Point) -> float:
     return math.hypot(p[0] - (a[0] + t * dx), p[1] - (a[1] + t * dy))
 
 
-def in_zone_with_hysteresis(p: Point, polygon: Sequence[Point], margin: float, was_inside: bool) -> bool:
+def in_zone_with_hysteresis(p: Point, polygon: Sequence[Point], margin: float, was_inside: bool | None) -> bool:
     """Zone membership with a band of ``margin`` around the polygon's edges: an anchor outside
     enters only once it is ``margin`` inside, and an anchor inside leaves only once it is
-    ``margin`` outside; in the band it keeps its state (feet jittering on an edge are no new stay)."""
+    ``margin`` outside; in the band it keeps its state (feet jittering on an edge are no new stay).
+    A track's first anchor (``was_inside`` None) is where it is, as for lines."""
     inside = point_in_polygon(p, polygon)
-    if margin <= 0.0 or inside == was_inside:
+    if margin <= 0.0 or inside == was_inside or was_inside is None:
         return inside
     n = len(polygon)
     edge = min(distance_to_segment(p, polygon[i], polygon[(i + 1) % n]) for i in range(n))

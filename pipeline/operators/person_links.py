@@ -73,7 +73,10 @@ def resolve(
     if reporting and current is not None and current != track and live.get(str(person), 0) > 1:
         # Two live tracks of one person both report: the link was wrong (the lost track came back,
         # or the new one is someone else). The newcomer leaves the person and is its own from now on.
-        newcomer = track if track != person else current
+        # The newcomer is the track that joined last: not the person's first track, and of two
+        # later ones the younger (edge track ids grow; ``cur`` names the last track that started
+        # or reported, so it cannot tell which joined first).
+        newcomer = current if track == person else track if current == person else max(track, current)
         live[str(person)] -= 1
         of[str(newcomer)] = newcomer
         live[str(newcomer)] = live.get(str(newcomer), 0) + 1

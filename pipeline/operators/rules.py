@@ -292,16 +292,24 @@ def _stay(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: boo
     """Zone entry and dwell: both are 'inside for at least X' (X = 0 for entry), once per stay.
     Membership has the rule's ``hysteresis`` band around the zone's edges (see
     :func:`pipeline.operators.geometry.in_zone_with_hysteresis`)."""
+    first = st.get("inside") is None  # the track's first observation: no state to hold in the band
     was_inside = bool(st.get("inside", False))
-    inside = spec.zone is None or in_zone_with_hysteresis(anchor, spec.zone, spec.hysteresis, was_inside)
+    inside = spec.zone is None or in_zone_with_hysteresis(
+        anchor, spec.zone, spec.hysteresis, None if first else was_inside
+    )
     since: int | None = int(st["since"]) if was_inside and st.get("since") is not None else None
     fired = bool(st.get("fired", False)) and was_inside
-    if not inside:
-        return None, {"inside": False, "since": None, "fired": False, "t": obs.ts_ms}
-    if since is None:
-        since = obs.ts_ms
     need_ms = int(spec.dwell_s * 1000) if spec.kind == "dwell" else 0
     hit = None
+    if not inside:
+        # A stay that reached the dwell time with no event inside after it (events are sparse)
+        # is still a dwell: judged at the exit, from entry to exit as the edge saw them (both
+        # one hysteresis band late, so the delays cancel).
+        if since is not None and not fired and can_fire and spec.kind == "dwell" and obs.ts_ms - since >= need_ms:
+            hit = _hit(spec, obs, since, f"stayed in zone for {(obs.ts_ms - since) / 1000:.1f} s")
+        return hit, {"inside": False, "since": None, "fired": False, "t": obs.ts_ms}
+    if since is None:
+        since = obs.ts_ms
     if not fired and can_fire and obs.ts_ms - since >= need_ms:
         detail = f"in zone for {(obs.ts_ms - since) / 1000:.1f} s" if spec.kind == "dwell" else "entered zone"
         hit = _hit(spec, obs, since, detail)

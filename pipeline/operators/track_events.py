@@ -13,7 +13,11 @@ cost bandwidth and outbox space for nothing the cloud can use. The policy here e
   of one of the camera's ``lines`` (hysteresis ``line_margin``, see
   :func:`pipeline.operators.geometry.committed_side`). The cloud's line rules then see a point on
   each side of every crossing the edge saw at its full detection rate, instead of inferring it
-  from sparse events that may straddle a track break.
+  from sparse events that may straddle a track break;
+* likewise ``track_updated`` at once when the anchor enters or leaves one of the camera's
+  ``zones`` (same margin, :func:`pipeline.operators.geometry.in_zone_with_hysteresis`): a zone
+  or dwell rule then times a stay from the step the edge saw it begin and end, not from the next
+  sparse event (up to ``keepalive_ms`` later), which decides dwells near the rule's threshold.
 
 Each decision also says whether the event carries a fresh crop (:class:`Emission`): the first
 event of a track does, and so does a later one when the track shows a **clearly better view**
@@ -35,7 +39,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from pipeline.operators.geometry import Segment, anchor_point, committed_side
+from pipeline.operators.geometry import (
+    Point,
+    Segment,
+    anchor_point,
+    committed_side,
+    in_zone_with_hysteresis,
+    on_border,
+)
 from pipeline.operators.schema import Box, EventType
 from pipeline.operators.tracking import Track, TrackUpdate
 
@@ -46,12 +57,6 @@ class Emission(NamedTuple):
     type: EventType
     track: Track
     crop: bool
-
-
-def on_border(box: Box, margin: float) -> bool:
-    """True when the box touches the frame border (normalised ``margin``): the object is cut off."""
-    x1, y1, x2, y2 = box
-    return x1 <= margin or y1 <= margin or x2 >= 1 - margin or y2 >= 1 - margin
 
 
 def _area(box: Box) -> float:
@@ -99,6 +104,7 @@ class TrackEventPolicy:
         *,
         lines: Sequence[Segment] = (),
         line_margin: float = 0.02,
+        zones: Sequence[Sequence[Point]] = (),
         max_tracks: int = 10_000,
         crop_refreshes: int = 2,
         border_margin: float = 0.01,
@@ -111,10 +117,12 @@ class TrackEventPolicy:
         self.max_tracks = max_tracks
         self.lines: tuple[Segment, ...] = tuple(lines)
         self.line_margin = line_margin
+        self.zones: tuple[Sequence[Point], ...] = tuple(zones)
         self.crop_refreshes, self.border_margin = crop_refreshes, border_margin
         self._views: dict[int, _View] = {}
         self._last: OrderedDict[int, _Emitted] = OrderedDict()
-        # per track, the side of each line its anchor is committed to (updated every step)
+        # per track, the side of each line its anchor is committed to, then its membership of
+        # each zone (updated every step)
         self._sides: dict[int, tuple[int | None, ...]] = {}
         # Announced tracks forgotten because max_tracks was reached (their end will be silent).
         self.evicted = 0
@@ -172,12 +180,21 @@ class TrackEventPolicy:
         return better_view(view.box, view.score, tr.box, tr.score, self.border_margin, self.score_delta)
 
     def _side_changed(self, tr: Track) -> bool:
-        """Commit the track's anchor to a side of each line; True when one flipped this step."""
-        if not self.lines:
+        """Commit the track's anchor to a side of each line and to in/out of each zone; True when
+        one flipped this step (never on the track's first step)."""
+        if not self.lines and not self.zones:
             return False
         anchor = anchor_point(tr.box)
-        old = self._sides.get(tr.id, (None,) * len(self.lines))
-        new = tuple(committed_side(ln, anchor, self.line_margin, s) for ln, s in zip(self.lines, old, strict=True))
+        n = len(self.lines)
+        old = self._sides.get(tr.id)
+        if old is None or len(old) != n + len(self.zones):  # first step, or the config changed
+            old = (None,) * (n + len(self.zones))
+        sides = [committed_side(ln, anchor, self.line_margin, s) for ln, s in zip(self.lines, old, strict=False)]
+        inside = [
+            int(in_zone_with_hysteresis(anchor, zone, self.line_margin, None if was is None else bool(was)))
+            for zone, was in zip(self.zones, old[n:], strict=True)
+        ]
+        new = (*sides, *inside)
         self._sides[tr.id] = new
         return any(a is not None and b is not None and a != b for a, b in zip(old, new, strict=True))
 

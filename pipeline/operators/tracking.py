@@ -41,6 +41,7 @@ from typing import Any
 
 from pipeline.operators.appearance import Feature, blend, similarity
 from pipeline.operators.assignment import linear_assignment
+from pipeline.operators.geometry import on_border
 from pipeline.operators.kalman import KalmanBox
 from pipeline.operators.schema import Box
 
@@ -152,6 +153,7 @@ class Tracker:
         lost_ms: int = 0,
         appearance_weight: float = 0.5,
         reid_min_similarity: float = 0.75,
+        link_min_similarity: float = 0.5,
         score_alpha: float = 0.5,
         feature_alpha: float = 0.2,
         link_ms: int = 10_000,
@@ -170,6 +172,7 @@ class Tracker:
         self.lost_ms = lost_ms
         self.appearance_weight = appearance_weight
         self.reid_min_similarity = reid_min_similarity
+        self.link_min_similarity = link_min_similarity
         self.score_alpha = score_alpha
         self.feature_alpha = feature_alpha
         self.link_ms = link_ms
@@ -370,14 +373,27 @@ class Tracker:
 
     def _predecessor(self, new: _Live, t_ms: int) -> int | None:
         """The lost or recently ended track (same label, gone within ``link_ms``) a newly confirmed
-        track most probably continues, by the re-identification distance gate without the
-        appearance test; None if there is none. Stage 3 already re-uses the id when appearance
-        agrees too; this weaker link lets the cloud keep one *incident* (presence, dwell) across
-        a break it could not mend, so it is reported, not acted on, here."""
+        track most probably continues, by the re-identification distance gate and a looser
+        appearance test (``link_min_similarity``: clearly different colours are someone else);
+        None if there is none. Stage 3 already re-uses the id when appearance agrees closely;
+        this weaker link lets the cloud keep one *incident* (presence, dwell) across a break it
+        could not mend, so it is reported, not acted on, here.
+
+        Two cases are never links, both measured on PETS09-S2L1 where they were the wrong links
+        that cost people their presence alert: a track whose first box touches the frame border
+        walked into the view (there one person leaves and another enters at the same spot a
+        second later, in similar clothes: similarity 0.83), and a track another track already
+        continues (a link is one to one; four false tracks claimed one lost person)."""
+        if on_border(new.first_box):
+            return None
+        claimed = {t.link for t in (*self._live, *self._ended) if t is not new and t.link is not None}
         best: tuple[float, int] | None = None
         for old in [*self._ended, *(t for t in self._live if t.confirmed and t.missed > 0)]:
             gap_s = (t_ms - old.last_ms) / 1000.0
-            if old is new or old.label != new.label or not 0 <= gap_s * 1000 <= self.link_ms:
+            if old is new or old.label != new.label or not 0 <= gap_s * 1000 <= self.link_ms or old.id in claimed:
+                continue
+            sim = similarity(old.feature, new.feature)
+            if sim is not None and sim < self.link_min_similarity:
                 continue
             h = max(old.last_box[3] - old.last_box[1], 1e-6)
             dist = _centre_dist(old.last_box, new.first_box) / h

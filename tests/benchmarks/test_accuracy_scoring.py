@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.accuracy import run
-from benchmarks.accuracy.counting import count_crossings, zone_stays
+from benchmarks.accuracy.counting import count_crossings, rule_hits_on_tracks, zone_stays
 from benchmarks.accuracy.data import DataMissing, load_ground_truth
 from benchmarks.accuracy.detection_metrics import score_detections
 from benchmarks.accuracy.mot_scoring import score_tracks
@@ -70,7 +70,25 @@ def test_zone_entries_and_dwell() -> None:
     inside, outside = (0.5, 0.5), (1.5, 0.5)
     samples = [(0.0, inside), (3.0, inside), (4.0, outside), (5.0, inside), (11.0, inside)]
     s = zone_stays(samples, zone, dwell_s=5.0)
-    assert (s.entries, s.dwells) == (2, 1)
+    assert (s.entries, s.dwells, s.durations) == (2, 1, (3.0, 6.0))
+
+
+def feet_at(points: list[tuple[float, float]]) -> list[tuple[int, tuple[float, float, float, float]]]:
+    """A GT track (frame, pixel box) whose feet (bottom-centre) walk ``points`` (normalised)."""
+    return [(i, (x * 768 - 10, y * 576 - 60, x * 768 + 10, y * 576)) for i, (x, y) in enumerate(points)]
+
+
+def test_gt_figures_are_the_products_rules_on_perfect_tracks() -> None:
+    line = {"id": "l", "kind": "line", "line": [[0.5, 0.0], [0.5, 1.0]], "cooldown_s": 0}
+    zone = [[0.0, 0.0], [0.3, 0.0], [0.3, 1.0], [0.0, 1.0]]
+    dwell = {"id": "d", "kind": "dwell", "zone": zone, "dwell_s": 5.0, "cooldown_s": 0}
+    across_twice = feet_at([(0.4, 0.5), (0.45, 0.5), (0.55, 0.5), (0.6, 0.5), (0.52, 0.5), (0.45, 0.5)])
+    # feet flickering 1 % around the line: the rule's hysteresis band counts no crossing
+    flicker = feet_at([(0.49, 0.5), (0.51, 0.5), (0.49, 0.5), (0.51, 0.5)])
+    # in the zone from frame 0 to 49 (4.9 s) and from 60 to 110 (5.0 s): one dwell
+    stays = feet_at([(0.1, 0.5)] * 50 + [(0.5, 0.5)] * 10 + [(0.1, 0.5)] * 51)
+    hits = rule_hits_on_tracks([line, dwell], {1: across_twice, 2: flicker, 3: stays})
+    assert hits == {"l": 2, "d": 1}
 
 
 def test_detection_ap_perfect_and_with_a_false_positive_ranked_first() -> None:

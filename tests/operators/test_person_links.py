@@ -128,3 +128,18 @@ def test_line_rule_sees_no_crossing_between_two_people_wrongly_linked() -> None:
     for k in range(6):  # both report, alternating, each on its own side
         evs += [event(track=1, ts=2_000 + 400 * k, box=left), event(track=2, ts=2_200 + 400 * k, box=right)]
     assert len(run(rules, evs, window_ms=10_000)) <= 1  # at most the one made by the link itself
+
+
+def test_of_two_linked_tracks_that_both_report_the_younger_one_leaves() -> None:
+    """1 -> 2 -> 3 linked while each was lost; then track 2 comes back and reports after track 3
+    started: 3 joined last, so 3 is someone else, and 2 stays the person (it was 3's start, not
+    2's report, that ``cur`` last saw)."""
+    r = resolve(None, 1, "track_started", 0)
+    r = resolve(r.state, 2, "track_started", 1_000, link=1)
+    r = resolve(r.state, 1, "track_ended", 1_100)
+    r = resolve(r.state, 3, "track_started", 2_000, link=2)
+    assert r.person == 1
+    r = resolve(r.state, 2, "track_updated", 2_100)  # the lost track 2 came back
+    assert r.person == 1 and r.unlinked
+    r = resolve(r.state, 3, "track_updated", 2_200)
+    assert r.person == 3

@@ -248,3 +248,29 @@ def test_feet_jittering_on_a_zone_edge_make_one_stay() -> None:
     jitter = [obs(x, t=i * 200) for i, x in enumerate([0.4, 0.51, 0.49, 0.515, 0.495, 0.52, 0.6, 0.7])]
     assert len(run(spec, jitter)) == 1
     assert len(run(RuleSpec("z", "zone", zone=ZONE, hysteresis=0.0, cooldown_s=0), jitter)) == 3
+
+
+def test_a_track_first_seen_on_a_line_takes_the_side_it_is_on() -> None:
+    spec = RuleSpec("l", "line", line=LINE, hysteresis=0.02)
+    # walks into view with its feet 0.5 % right of the line, then clearly left: one crossing
+    hits = run(spec, [obs(x, t=i * 200) for i, x in enumerate([0.505, 0.49, 0.47, 0.45])])
+    assert len(hits) == 1 and hits[0].ts_ms == 400
+    # first seen on the line and dithering there: still nothing
+    assert run(spec, [obs(x, t=i * 200) for i, x in enumerate([0.505, 0.49, 0.51, 0.495, 0.505])]) == []
+
+
+def test_a_track_first_seen_just_inside_a_zone_edge_is_inside() -> None:
+    spec = RuleSpec("z", "zone", zone=ZONE, hysteresis=0.02, cooldown_s=0)  # left edge at x = 0.5
+    hits = run(spec, [obs(x, t=i * 200) for i, x in enumerate([0.51, 0.505, 0.515, 0.6])])
+    assert len(hits) == 1 and hits[0].ts_ms == 0
+
+
+def test_a_dwell_with_no_event_after_the_dwell_time_fires_at_the_exit() -> None:
+    spec = RuleSpec("d", "dwell", zone=ZONE, dwell_s=5.0, hysteresis=0.0, cooldown_s=0)  # left edge x = 0.5
+    # in at 0 s, one event at 3 s, out at 5.4 s: no event inside after 5 s, but the stay was 5.4 s
+    hits = run(spec, [obs(0.6, t=0), obs(0.7, t=3000), obs(0.4, t=5400)])
+    assert len(hits) == 1 and (hits[0].since_ms, hits[0].ts_ms) == (0, 5400) and "5.4 s" in hits[0].detail
+    # out at 4.8 s: too short
+    assert run(spec, [obs(0.6, t=0), obs(0.7, t=3000), obs(0.4, t=4800)]) == []
+    # fired inside already: nothing more at the exit
+    assert len(run(spec, [obs(0.6, t=0), obs(0.7, t=5200), obs(0.4, t=6000)])) == 1

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.operators.track_events import Emission, TrackEventPolicy, better_view, on_border
+from pipeline.operators.geometry import on_border
+from pipeline.operators.track_events import Emission, TrackEventPolicy, better_view
 from pipeline.operators.tracking import Detection, Track, Tracker, TrackUpdate
 from pipeline.testing import scripted_track
 
@@ -164,3 +165,13 @@ def test_on_border_and_better_view() -> None:
     assert better_view((0.0, 0.4, 0.05, 0.6), 0.8, inside, 0.8, 0.01, 0.15)
     assert not better_view(inside, 0.8, (0.0, 0.3, 0.3, 0.9), 0.9, 0.01, 0.15), "cut off is never better"
     assert not better_view(inside, 0.8, (0.38, 0.38, 0.52, 0.62), 0.8, 0.01, 0.15), "1.7x the area is not enough"
+
+
+def test_entering_and_leaving_a_configured_zone_is_sent_at_once() -> None:
+    zone = ((0.5, 0.0), (1.0, 0.0), (1.0, 1.0), (0.5, 1.0))  # the right half; feet at y = 0.7
+    policy = TrackEventPolicy(move_threshold=0.5, keepalive_ms=60_000, zones=[zone], line_margin=0.01)
+    xs = [0.45, 0.495, 0.505, 0.52, 0.56, 0.505, 0.495, 0.48]
+    got = [types(policy.decide(TrackUpdate(started=[track(cx=xs[0])]), 0))]
+    got += [types(policy.decide(TrackUpdate(updated=[track(cx=x)]), i * 200)) for i, x in enumerate(xs[1:], 1)]
+    # in at 0.52 (>= 0.01 inside the edge), out at 0.48; the band (0.49-0.51) changes nothing
+    assert got == [["track_started"], [], [], ["track_updated"], [], [], [], ["track_updated"]]
