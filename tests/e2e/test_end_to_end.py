@@ -7,6 +7,7 @@ in child processes; the edge runs in-process so its summary can be checked.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -18,8 +19,11 @@ from kafka import KafkaConsumer, TopicPartition
 
 from pipeline import testing
 from pipeline.alerts_subscriber import AlertStats, AlertSubscriber
+from pipeline.cloud_stage.escalation import policy_for, should_escalate
+from pipeline.cloud_stage.verification import Verifier, fuse
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.pipeline_service import PipelineService
+from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected, decode_event
 from pipeline.settings import SAMPLE_CLIP, RuleSettings, Settings
 
@@ -115,6 +119,33 @@ def expected_presence_alerts(events: dict[str, Event], fused: Callable[[Event], 
     return testing.expected_presence_alerts(events.values(), RULE, fused)
 
 
+def fused_scores(settings: Settings, events: dict[str, Event]) -> dict[str, float]:
+    """event id -> the fused score the worker gives it: the heavy model (the same server, the same
+    Verifier) on every crop the escalation policy sends it; later events of a track reuse the
+    track's latest verdict; a track with none keeps its edge score."""
+    c = settings.cloud
+    ordered = sorted(events.values(), key=lambda e: e.seq)
+    escalated = [e for e in ordered if should_escalate(e, policy_for(c, e.cam, e.label), c.escalation_low_confidence)]
+    verifier = Verifier(settings, Registry("e2e"))
+
+    async def verify_all() -> dict[str, float | None]:
+        try:
+            return {e.id: (await verifier.verify(e)).cloud_score for e in escalated}
+        finally:
+            await verifier.close()
+
+    cloud = asyncio.run(verify_all())
+    assert all(score is not None for score in cloud.values()), "the model server answered every crop"
+    verdict_of_track: dict[int, float | None] = {}
+    out: dict[str, float] = {}
+    for ev in ordered:
+        if ev.id in cloud:
+            verdict_of_track[ev.track] = cloud[ev.id]
+        known = ev.track in verdict_of_track
+        out[ev.id] = fuse(ev.score, verdict_of_track[ev.track], settings.cloud.edge_weight) if known else ev.score
+    return out
+
+
 def test_sample_clip_end_to_end_edge_scores_only(
     make_settings: Callable[..., Settings], model_server: object, tmp_path: Path
 ) -> None:
@@ -157,11 +188,11 @@ def test_sample_clip_end_to_end_with_heavy_model(
         assert alert.cloud_score is not None and alert.model and alert.model.startswith("centernet")
         assert alert.fused_score == pytest.approx(w * alert.edge_score + (1 - w) * alert.cloud_score, abs=2e-3)
         assert alert.fused_score >= RULE.min_score
-    # The verdict of a track comes from its track_started crop; so the tracks alerted are exactly
-    # those whose fused score (with that track's cloud score) reaches min_score, first event first.
-    cloud_by_track = {a.track: a.cloud_score for a in got}
-    expected = expected_presence_alerts(
-        {k: e for k, e in events.items() if e.track in cloud_by_track},
-        fused=lambda e: w * e.score + (1 - w) * float(cloud_by_track[e.track] or 0.0),
-    )
+    # A track's verdict comes from its track_started crop, replaced by a better-view crop's
+    # (view=better) from that event on; the model scores those crops the same when asked again, so
+    # the alerts are exactly those the presence rule implies with each event's fused score.
+    fused = fused_scores(settings, events)
+    for alert in got:
+        assert alert.fused_score == pytest.approx(fused[alert.event_id], abs=2e-3)
+    expected = expected_presence_alerts(events, fused=lambda e: fused[e.id])
     assert {r.alert.id for r in alerts.unique.values()} == set(expected)

@@ -8,6 +8,7 @@ import statistics
 import threading
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,10 @@ def test_clip_events_reach_subscriber_valid_and_small(
     assert statistics.median(sizes) < 300
     crops = [e.crop for e in events if e.crop is not None]
     assert crops and all(len(c) <= 4096 for c in crops)
-    assert all(e.crop is None for e in events if e.type != "track_started")
+    # crops ride on track_started, and on at most crop_refreshes later events marked as a better view
+    later = Counter(e.track for e in events if e.crop is not None and e.type != "track_started")
+    assert all(e.attrs.get("view") == "better" for e in events if e.crop is not None and e.type != "track_started")
+    assert all(n <= settings.edge.cameras[0].crop_refreshes for n in later.values())
     # retained status: online, then offline at the end of the file, with the model tag
     states = _status(collector, settings)
     assert states[0]["state"] == "online" and states[-1]["state"] == "offline"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main as cli_main
+from pipeline.cloud_stage.escalation import should_escalate
 from pipeline.edge_stage.runner import run_edge
 from pipeline.hard_examples.report import confusion_pairs, estimated_rate, load_records
 from pipeline.hard_examples.selection import sampled
@@ -52,6 +53,7 @@ def test_disagreements_become_a_dataset_and_a_report(
         run_edge(s, threading.Event())  # the weak edge: 4 s of people walking, junk at score 0.05
         events = listener.cam_events("cam-w")
         started = [e for e in events if e.type == "track_started" and e.crop]
+        escalated = [e for e in events if should_escalate(e, "track_started", 0.0)]  # + better views
         assert len(started) >= 5 and min(e.score for e in started) < 0.35, "the weak edge should report junk"
         producer = KafkaProducer(**s.kafka.client_kwargs(), acks="all")
         for ev in events:
@@ -74,7 +76,7 @@ def test_disagreements_become_a_dataset_and_a_report(
         worker.stop()
 
     records = load_records(dataset)
-    by_id = {e.id: e for e in started}
+    by_id = {e.id: e for e in escalated}
     assert {r["id"] for r in records} <= set(by_id) and len({r["id"] for r in records}) == len(records)
     kinds = {r["kind"] for r in records}
     assert "contradicted" in kinds, [r["kind"] for r in records]
