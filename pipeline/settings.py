@@ -569,7 +569,7 @@ class ConsoleSettings(Section):
     users: str | None = Field(
         None,
         description="Users as 'name:role:hash' entries separated by ';' (role admin or viewer; hash from"
-        " `pipeline console hash-password`). Set it from the environment.",
+        " `pipeline console --hash-password`). Set it from the environment.",
     )
     users_file: Path | None = Field(
         None, description="File with one 'name:role:hash' line per user (# comments); read at start."

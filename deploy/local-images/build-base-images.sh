@@ -1,5 +1,5 @@
 #!/bin/sh
-# Base images for sites that cannot pull from a registry (docker-compose.local-images.yml):
+# Base images for sites that cannot pull from a registry (deploy/compose/local-images.yml):
 #   evp-local/debian:bookworm      debootstrap --variant=minbase bookworm, imported (~200 MB, ~4 min)
 #   evp-local/python:3.11-bookworm Debian's Python 3.11 + venv on it (python.Dockerfile, ~1 min)
 # Idempotent: an image that exists is kept (delete it with `docker rmi` to rebuild). Needs root

@@ -15,7 +15,6 @@ in force within ~0.6 s of its record reaching Kafka (500 ms fetches).
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 
@@ -27,6 +26,8 @@ from pydantic import ValidationError
 from pipeline.errors import ConfigError
 from pipeline.metrics import Registry
 from pipeline.operators.rules import RuleSpec
+from pipeline.operators.schema import Rejected
+from pipeline.operators.wire import decode_config
 from pipeline.settings import RuleSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -71,21 +72,22 @@ class LiveRules:
 
     def offer(self, raw: bytes) -> None:
         """Take one config record (any record: those without ``rules`` are the edge's business)."""
-        try:
-            record = json.loads(raw)
-        except ValueError:
+        record = decode_config(raw)  # the one wire decoder of config records (size cap, envelope)
+        if isinstance(record, Rejected):
+            log.warning("config record refused: %s %s", record.reason, record.detail)
+            self.metrics.inc(
+                "cloud_live_rules_rejected_total", help="Camera rule updates refused.", reason=record.reason
+            )
             return
-        if not isinstance(record, dict) or not isinstance(record.get("config"), dict):
-            return
-        cam, rev, config = record.get("cam"), record.get("rev"), record["config"]
-        if not isinstance(cam, str) or type(rev) is not int or "rules" not in config:
+        cam, rev, config = record.cam, record.rev, record.config
+        if "rules" not in config:
             return
         if rev <= self._revs.get(cam, -1):
             return
         specs = compile_rules(cam, config["rules"])
         if isinstance(specs, str):
             log.warning("live rules for %s rev %d refused: %s", cam, rev, specs)
-            self.metrics.inc("cloud_live_rules_rejected_total", help="Camera rule updates refused.")
+            self.metrics.inc("cloud_live_rules_rejected_total", help="Camera rule updates refused.", reason="bad_rules")
             return
         self._revs[cam] = rev
         self._by_cam = {**self._by_cam, cam: specs}

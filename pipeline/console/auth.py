@@ -85,7 +85,7 @@ def load_users(inline: str | None, file: Path | None) -> dict[str, User]:
     if not users:
         raise ConfigError(
             "the console has no users: set PIPELINE_CONSOLE__USERS='name:admin:HASH' or console.users_file"
-            " (HASH from `pipeline console hash-password`); there is no anonymous access"
+            " (HASH from `pipeline console --hash-password`); there is no anonymous access"
         )
     return users
 

@@ -1,8 +1,9 @@
 """Fixtures of the compose tier: a Docker engine, the images, one compose project per module.
 
-Slow by nature (a fresh machine: debootstrap ~4 min, image builds ~10 min; cached: ~1 min), so
-the tier is marked ``compose``, left out of ``./dev test`` and run by ``./dev test-compose``
-(a later step of .ci/run). Image layers and the base images stay in the engine between runs.
+Slow by nature (a fresh machine: debootstrap ~4 min, image builds ~11 min; with the images
+cached, builds ~3 min and the whole tier ~7 min), so the tier is marked ``compose``, left out
+of ``./dev test`` and run by ``./dev test-compose`` (a later step of .ci/run). Image layers and
+the base images stay in the engine between runs.
 """
 
 from __future__ import annotations

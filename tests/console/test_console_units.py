@@ -71,6 +71,10 @@ def test_live_rules_take_newest_revision_and_keep_old_on_error() -> None:
     live.offer(record(4, []))  # stale: ignored
     live.offer(record(6, [{"id": "bad", "kind": "line"}]))  # a line rule without a line: refused
     assert [s.id for s in live.for_camera("cam-1")] == ["door"]
+    live.offer(b"{not json")  # malformed and envelope-less records: refused by the wire decoder, counted
+    live.offer(json.dumps({"cam": "cam-1", "rev": 9, "config": {"rules": []}}).encode())
+    assert [s.id for s in live.for_camera("cam-1")] == ["door"]
+    assert live.metrics.counter("cloud_live_rules_rejected_total") == 3
     live.offer(record(7, []))
     assert live.for_camera("cam-1") == [] and live.for_camera("cam-2") == []
 
