@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -123,10 +122,25 @@ def test_acls_no_anonymous_and_one_credential_each(secure: tuple[MosquittoProces
         al.c.subscribe([(f"{prefix}/+/+/events", 1), (f"{prefix}/alerts", 1)])
         n1.c.subscribe(topic("cam-1", "config"), 1)
         assert wait_until(lambda: any(t == topic("cam-1", "config") for t, _ in n1.messages), 10)
+        # No fixed sleep for the negative check: sentinels each peer may read (node-2: its cam-3's
+        # config; alerts: the alerts topic), sent by the bridge before and after node-1's event.
+        # The first proves the subscriptions are live; Mosquitto routes the event before it
+        # acknowledges it, so had it been deliverable it would arrive before the second.
+        sentinels = {"n2": (topic("cam-3", "config"), n2), "al": (f"{prefix}/alerts", al)}
+
+        def send_sentinels(payload: bytes) -> None:
+            for sentinel_topic, peer in sentinels.values():
+                br.c.publish(sentinel_topic, payload, qos=1).wait_for_publish(5)
+                assert wait_until(lambda: (sentinel_topic, payload) in peer.messages, 10), peer.messages  # noqa: B023
+
+        send_sentinels(b"before")
         n1.c.publish(topic("cam-1", "events"), encode_event(stream.event(0)), qos=1).wait_for_publish(5)
-        time.sleep(2)
-        assert n2.messages == [], "node-2 reads neither cam-1's config nor its events"
-        assert al.messages == [], "alert subscribers cannot read events"
+        send_sentinels(b"after")
+        for name, (sentinel_topic, peer) in sentinels.items():
+            got = [(t, m) for t, m in peer.messages]
+            assert got == [(sentinel_topic, b"before"), (sentinel_topic, b"after")], (
+                f"{name}: node-2 reads neither cam-1's config nor its events; alert subscribers read no events: {got}"
+            )
     finally:
         for p in peers:
             p.close()
