@@ -21,6 +21,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,19 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("pipeline.console.audit")
 HERE = Path(__file__).parent
 ConfigSender = Callable[[Settings, list[tuple[str, bytes]]], list[str]]
+
+
+def utc_ms(text: str) -> int | str | None:
+    """A history filter time (an HTML ``datetime-local`` value, read as UTC) in epoch ms; None when
+    empty; the reason as a string when it is not a time (shown in the page, no search made)."""
+    if not text.strip():
+        return None
+    for fmt in ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d"):
+        try:
+            return int(datetime.strptime(text.strip(), fmt).replace(tzinfo=UTC).timestamp() * 1000)
+        except ValueError:
+            continue
+    return f"{text[:40]!r} is not a time (YYYY-MM-DDTHH:MM, UTC)"
 
 
 def alert_json(live: LiveAlert) -> str:
@@ -176,17 +190,20 @@ def build_app(
                         page_no=1, pages=1, chart="", choices={})  # fmt: skip
         p = request.query_params
         page_no = max(1, int(p.get("page", "1") or 1)) if (p.get("page", "1") or "1").isdigit() else 1
+        since, until = utc_ms(p.get("since", "")), utc_ms(p.get("until", ""))
+        bad_time = next((f"{k}: {t}" for k, t in (("since", since), ("until", until)) if isinstance(t, str)), None)
         q = AlertQuery(site=p.get("site") or None, cam=p.get("cam") or None, rule=p.get("rule") or None,
                        verification=p.get("verification") or None, limit=c.page_size,
-                       offset=(page_no - 1) * c.page_size)  # fmt: skip
-        rows, total = await run_in_threadpool(lambda: (store.search(q), store.count(q)))
+                       offset=(page_no - 1) * c.page_size, since_ms=None if isinstance(since, str) else since,
+                       until_ms=None if isinstance(until, str) else until)  # fmt: skip
+        rows, total = ([], 0) if bad_time else await run_in_threadpool(lambda: (store.search(q), store.count(q)))
         hour = 3600 * 1000
         start = (int(time.time() * 1000) // hour - 23) * hour
         counts = await run_in_threadpool(store.rule_counts, start, hour, 24)
         choices = {col: await run_in_threadpool(store.distinct, col) for col in ("site", "cam", "rule")}
         return page(request, "history.html", rows=rows, total=total, page_no=page_no,
                     pages=max(1, -(-total // c.page_size)), q={k: v for k, v in p.items() if k != "page"},
-                    chart=rule_counts_svg(counts), choices=choices, error=None)  # fmt: skip
+                    chart=rule_counts_svg(counts), choices=choices, error=bad_time)  # fmt: skip
 
     async def alert_detail(request: Request, user: User) -> Response:
         alert_id = request.path_params["alert_id"]

@@ -20,12 +20,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 import logging
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -33,6 +32,7 @@ import paho.mqtt.client as mqtt
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
 from pipeline.operators.schema import Alert, Box, Rejected, decode_alert, decode_event
+from pipeline.operators.wire import CameraStatus, NodeStatus, decode_camera_status, decode_config, decode_node_status
 from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
@@ -120,8 +120,10 @@ class ConsoleFeed:
             return
         parts = topic.split("/")
         if len(parts) == 5 and parts[2] == "nodes" and parts[4] == "status":
-            with self._lock:
-                self.nodes[(parts[1], parts[3])] = {**_json_or_text(raw), "received_ms": now}
+            node = self._decoded("node_status", decode_node_status(raw))
+            if node is not None:
+                with self._lock:
+                    self.nodes[(parts[1], parts[3])] = {**node, "received_ms": now}
             return
         if len(parts) == 4 and parts[3] == "snapshot":
             if len(raw) <= SNAPSHOT_MAX_BYTES and raw[:2] == b"\xff\xd8":
@@ -134,7 +136,9 @@ class ConsoleFeed:
             return
         site, cam, kind = parsed
         if kind is Kind.STATUS:
-            status = _json_or_text(raw)
+            status = self._decoded("camera_status", decode_camera_status(raw))
+            if status is None:
+                return
             with self._lock:
                 # A retained copy is as old as the node says (it may be from a node long gone);
                 # a live one is fresh now, whatever the node's clock says.
@@ -143,6 +147,16 @@ class ConsoleFeed:
             self._take_config(site, cam, raw)
         elif kind is Kind.EVENTS:
             self._take_event(raw)
+
+    def _decoded(self, kind: str, decoded: CameraStatus | NodeStatus | Rejected) -> dict[str, Any] | None:
+        """A status as the pages read it (the wire module decodes: one codec per payload); a
+        payload it refuses is counted with its reason and not shown."""
+        if isinstance(decoded, Rejected):
+            self.metrics.inc("console_messages_rejected_total", help="MQTT payloads the console refused.",
+                             kind=kind, reason=decoded.reason)  # fmt: skip
+            log.warning("console: %s refused: %s %s", kind, decoded.reason, decoded.detail)
+            return None
+        return asdict(decoded)
 
     def _camera(self, site: str, cam: str) -> CameraView:
         view = self.cameras.get((site, cam))
@@ -191,10 +205,11 @@ class ConsoleFeed:
                     self._crops.popitem(last=False)
 
     def _take_config(self, site: str, cam: str, raw: bytes) -> None:
-        record = _json_or_text(raw)
-        config, rev = record.get("config"), record.get("rev")
-        if not isinstance(config, dict) or type(rev) is not int:
+        record = decode_config(raw)
+        if isinstance(record, Rejected):
+            self._decoded("config", record)
             return
+        config, rev = dict(record.config), record.rev
         with self._lock:
             view = self._camera(site, cam)
             if rev > view.config_rev:
@@ -256,14 +271,6 @@ def _offer(queue: asyncio.Queue[LiveAlert], live: LiveAlert, metrics: Registry) 
         queue.get_nowait()
         metrics.inc("console_sse_dropped_total", help="Live alerts a slow browser tab never got.")
     queue.put_nowait(live)
-
-
-def _json_or_text(raw: bytes) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {"state": raw.decode(errors="replace")[:64]}
-    return value if isinstance(value, dict) else {"state": str(value)[:64]}
 
 
 def _rollout(metrics: dict[str, Any]) -> str:

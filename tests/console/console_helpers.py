@@ -4,7 +4,6 @@ from the project: retained node and camera status, a retained snapshot JPEG, QoS
 from __future__ import annotations
 
 import itertools
-import json
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +17,15 @@ from pipeline.history.store import HistoryStore
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
 from pipeline.operators.schema import Event, encode_event
+from pipeline.operators.wire import (
+    CameraState,
+    CameraStatus,
+    NodeState,
+    NodeStatus,
+    StatusValue,
+    encode_camera_status,
+    encode_node_status,
+)
 from pipeline.settings import SAMPLE_CLIP, Settings
 from pipeline.topics import Kind, Topics
 
@@ -65,14 +73,26 @@ class ScriptedNode:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
         info.wait_for_publish(10)
 
-    def publish_status(self, state: str = "online") -> None:
+    def publish_status(self, state: CameraState = "online") -> None:
         self.frames += 250
-        status = {"v": 1, "site": self.site, "cam": self.cam, "node": self.node, "state": state, "reason": "",
-                  "model": "centernet@fp32",
-                  "metrics": {"frames_read": self.frames, "outbox_depth": 3, "config_rev": 0,
-                              "model_update": "idle", "model_previous": None},
-                  "ts": int(time.time() * 1000)}  # fmt: skip
-        self._publish(self.topics.camera(self.site, self.cam, Kind.STATUS), json.dumps(status).encode(), retain=True)
+        metrics: dict[str, StatusValue] = {
+            "frames_read": self.frames,
+            "outbox_depth": 3,
+            "config_rev": 0,
+            "model_update": "idle",
+            "model_previous": None,
+        }
+        status = CameraStatus(
+            self.site,
+            self.cam,
+            state,
+            "",
+            "centernet@fp32",
+            metrics,
+            int(time.time() * 1000),
+            self.node,
+        )
+        self._publish(self.topics.camera(self.site, self.cam, Kind.STATUS), encode_camera_status(status), retain=True)
 
     def publish_snapshot(self) -> None:
         cap = cv2.VideoCapture(str(SAMPLE_CLIP))
@@ -110,9 +130,9 @@ class ScriptedNode:
         return track, events
 
 
-def node_payload(site: str, node: str, state: str) -> bytes:
+def node_payload(site: str, node: str, state: NodeState) -> bytes:
     """What pipeline/edge_stage/publisher.py publishes (retained, and as the Last Will)."""
-    return json.dumps({"v": 1, "site": site, "node": node, "state": state, "ts": int(time.time() * 1000)}).encode()
+    return encode_node_status(NodeStatus(site, node, state, int(time.time() * 1000)))
 
 
 def crossing_boxes(steps: int = 8) -> list[tuple[float, float, float, float]]:

@@ -4,17 +4,22 @@ bridge, cloud worker, Mosquitto and Tansu, with a scripted node publishing what 
 Done-when of issue 16: log in; an event published by the edge appears as a live alert within
 2 s; a line drawn on the snapshot becomes a rule whose crossing alert then arrives; an
 anonymous request is refused; a read-only user cannot save. Also: a node that dies is shown
-offline within its keep-alive; the history page searches the store. Screenshots of the main pages are
+offline within its keep-alive; the history page searches the store (filters, time range); a
+change without the session's CSRF token is refused and changes are audited by user. Screenshots of the main pages are
 taken on the way (docs/ with PIPELINE_SCREENSHOTS=docs).
 """
 
 from __future__ import annotations
 
 import base64
+import http.cookiejar
 import json
+import logging
+import re
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -204,6 +209,15 @@ def test_history_page_searches_the_store(console_stack: ConsoleStack, browser: D
     assert wait_until(lambda: "rule=person-present" in driver.current_url, 10)
     assert driver.find_element(By.ID, "history-total").text.startswith(f"{expected} alerts")
     driver.save_screenshot(str(screenshots_dir / "console-history.png"))
+    # a time range (UTC, the page's datetime-local inputs): everything so far is before tomorrow
+    # and nothing is after it; a time that is not one is said in the page, with no search made
+    tomorrow = time.strftime("%Y-%m-%dT%H:%M", time.gmtime(time.time() + 86400))
+    driver.get(f"{console_stack.url}/history?until={tomorrow}")
+    assert driver.find_element(By.ID, "history-total").text.startswith(f"{total} alerts")
+    driver.get(f"{console_stack.url}/history?since={tomorrow}")
+    assert driver.find_element(By.ID, "history-total").text.startswith("0 alerts")
+    driver.get(f"{console_stack.url}/history?since=last+night")
+    assert "is not a time" in driver.find_element(By.CSS_SELECTOR, "p.error").text
 
 
 def test_read_only_user_cannot_save(console_stack: ConsoleStack, browser: Driver) -> None:
@@ -224,6 +238,46 @@ def test_read_only_user_cannot_save(console_stack: ConsoleStack, browser: Driver
     assert wait_until(lambda: "is read-only" in driver.find_element(By.TAG_NAME, "body").text, 10)
     assert console_stack.metrics.counter("console_refused_total", why="read_only") == 1
     assert console_stack.metrics.counter("console_changes_total", user="vic") == 0
+
+
+def test_a_change_without_the_session_csrf_token_is_refused_and_changes_are_audited(
+    console_stack: ConsoleStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A logged-in admin's POST (another site forging it) without the session's CSRF token is
+    refused with 403 and nothing is sent; a real change is logged with who made it."""
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar), NoRedirect())
+
+    def post(path: str, form: dict[str, str]) -> int:
+        data = urllib.parse.urlencode(form).encode()
+        try:
+            return int(opener.open(urllib.request.Request(console_stack.url + path, data=data), timeout=10).status)
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    def csrf_of(path: str) -> str:
+        html = opener.open(console_stack.url + path, timeout=10).read().decode()
+        found = re.search(r'name="csrf" value="([^"]+)"', html)
+        assert found, html[:500]
+        return found.group(1)
+
+    caplog.set_level(logging.INFO, logger="pipeline.console.audit")
+    token = csrf_of("/login")
+    assert post("/login", {"username": "ada", "password": PASSWORDS["ada"], "csrf": token}) == 303
+    assert any("user=ada role=admin logged in" in r.getMessage() for r in caplog.records)
+    shapes = f"/cameras/{SITE}/{CAM}/shapes"
+    mask = {"kind": "mask", "name": "csrf-probe", "points": "[[0.9, 0.9], [1, 0.9], [1, 1]]"}
+    refused = console_stack.metrics.counter("console_refused_total", why="csrf")
+    changes = console_stack.metrics.counter("console_changes_total", user="ada")
+    assert post(shapes, {**mask, "csrf": "forged"}) == 403
+    assert post(shapes, mask) == 403
+    assert console_stack.metrics.counter("console_refused_total", why="csrf") == refused + 2
+    assert console_stack.metrics.counter("console_changes_total", user="ada") == changes
+    # the same form with the session's token goes through, and the audit log names the user
+    assert post(shapes, {**mask, "csrf": csrf_of(f"/cameras/{SITE}/{CAM}")}) == 303  # to the camera page
+    assert console_stack.metrics.counter("console_changes_total", user="ada") == changes + 1
+    assert any(r.getMessage().startswith("user=ada role=admin") and "csrf-probe" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]  # fmt: skip
 
 
 def test_a_node_that_dies_is_shown_offline_within_its_keep_alive(console_stack: ConsoleStack, browser: Driver) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Literal
 
 import pytest
 
@@ -11,6 +12,7 @@ from pipeline.console.auth import check_password, csrf_ok, hash_password, load_u
 from pipeline.console.rules_form import RuleForm, rules_config
 from pipeline.errors import ConfigError
 from pipeline.metrics import Registry
+from pipeline.operators.wire import NodeStatus, encode_node_status
 from pipeline.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -95,6 +97,10 @@ def test_fleet_marks_stale_cameras_and_dead_nodes_offline() -> None:
 
     settings = Settings(mqtt={"topic_prefix": "p"}, console={"offline_after_s": 25})
     feed = ConsoleFeed(settings, Registry(), "unit-feed")  # never connected: messages are fed by hand
+
+    def node(state: Literal["online", "offline"]) -> bytes:
+        return encode_node_status(NodeStatus("s", "n1", state, now))
+
     now = int(time.time() * 1000)
 
     def status(cam: str, node: str, ts: int, frames: int) -> bytes:
@@ -102,13 +108,17 @@ def test_fleet_marks_stale_cameras_and_dead_nodes_offline() -> None:
         body = {"v": 1, "site": "s", "cam": cam, "node": node, "state": "online", "model": "m", "metrics": metrics}
         return json.dumps({**body, "reason": "", "ts": ts}).encode()
 
-    feed._handle("p/s/nodes/n1/status", json.dumps({"state": "online"}).encode())
+    feed._handle("p/s/nodes/n1/status", node("online"))
     feed._handle("p/s/cam-a/status", status("cam-a", "n1", now - 10_000, 100))
     feed._handle("p/s/cam-a/status", status("cam-a", "n1", now, 300))
     feed._handle("p/s/cam-b/status", status("cam-b", "n2", now - 60_000, 5), retained=True)  # a node long gone
     rows = {r["cam"]: r for r in feed.fleet()["s"]["cameras"]}
     assert rows["cam-a"]["online"] and rows["cam-a"]["fps"] == 20.0 and rows["cam-a"]["outbox_depth"] == 2
     assert not rows["cam-b"]["online"] and rows["cam-b"]["state"] == "offline (stale)"
-    feed._handle("p/s/nodes/n1/status", json.dumps({"state": "offline"}).encode())  # its Last Will
+    feed._handle("p/s/nodes/n1/status", b'{"state": "offline"}')  # not the wire format: refused, counted
+    feed._handle("p/s/cam-a/status", b"online")
+    assert feed.metrics.counter("console_messages_rejected_total") == 2
+    assert {r["cam"]: r for r in feed.fleet()["s"]["cameras"]}["cam-a"]["online"]
+    feed._handle("p/s/nodes/n1/status", node("offline"))  # its Last Will
     rows = {r["cam"]: r for r in feed.fleet()["s"]["cameras"]}
     assert rows["cam-a"]["state"] == "offline (node down)" and not rows["cam-a"]["online"]
