@@ -74,7 +74,10 @@ def open_cv(source: str, timeout_s: float = 10.0) -> VideoReader:
 
 
 def is_file_source(source: str) -> bool:
-    return not source.isdigit() and "://" not in source
+    """A video file (it ends; a missing one on the command line is a typo), not a camera index
+    ("0"), a device node (``/dev/video0``: a V4L2 camera that is unplugged comes back, so it is
+    retried like a stream) or a URL."""
+    return not source.isdigit() and "://" not in source and not source.startswith("/dev/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 from pipeline.operators.schema import Event, Rejected, decode_event
 from pipeline.settings import REPO_ROOT
+from pipeline.testing import wait_until
 
 LOCAL_IMAGES = REPO_ROOT / "deploy" / "local-images"
 COMPOSE_FILES = [
@@ -220,9 +220,7 @@ def host_env(project: ComposeProject, user: str, password: str, **extra: str) ->
 
 
 def wait_for(pred: Callable[[], bool], timeout_s: float, what: str | Callable[[], str], step_s: float = 2.0) -> None:
-    """Poll ``pred``; ``what`` (or what it returns, at the time out) says what was awaited."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what() if callable(what) else what}")
-        time.sleep(step_s)
+    """:func:`pipeline.testing.wait_until` that fails with what was awaited (``what``, or what it
+    returns at the time out)."""
+    if not wait_until(pred, timeout_s, step_s):
+        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what() if callable(what) else what}")

@@ -291,4 +291,9 @@ def test_a_missing_source_file_on_the_command_line_fails_at_once(
     typo = tmp_path / "no-such-clip.mp4"
     assert main(["edge", "--source", str(typo)]) == 2
     assert f"no such file: {typo}" in capsys.readouterr().err
-    check_sources(["0", "rtsp://camera.local/stream", str(SAMPLE_CLIP)])  # devices and URLs may come later
+    # devices (an index or a node, plugged in later) and URLs may come later: no error now
+    check_sources(["0", "/dev/video7", "rtsp://camera.local/stream", str(SAMPLE_CLIP)])
+    # and a device node is read like a stream (retried when it drops), not as a file that ended
+    from pipeline.edge_stage.capture import is_file_source
+
+    assert [is_file_source(s) for s in ("0", "/dev/video0", "http://x/y.mjpg", "clip.mp4")] == [False] * 3 + [True]
