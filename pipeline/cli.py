@@ -54,8 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR (default INFO).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    show = sub.add_parser("settings", help="Print the effective settings as YAML and exit.")
-    show.set_defaults(func=lambda args, settings: print(settings.to_yaml(), end="") or 0)
+    show = sub.add_parser("settings", help="Print the effective settings as YAML and exit (secrets masked).")
+    show.add_argument(
+        "--show-secrets", action="store_true", help="print passwords and keys in clear (to write a settings file)"
+    )
+    show.set_defaults(
+        func=lambda args, settings: print(settings.to_yaml(reveal_secrets=args.show_secrets), end="") or 0
+    )
     for name, commands in COMMAND_MODULES:
         try:
             module = importlib.import_module(name)

@@ -642,9 +642,12 @@ class Settings(BaseSettings):
             raise ValueError(f"Kafka topics must be distinct: {names}")
         return self
 
-    def to_yaml(self) -> str:
-        """Serialise (secrets included) for child processes of the local stack."""
+    def to_yaml(self, *, reveal_secrets: bool = True) -> str:
+        """Serialise, secrets included, for child processes of the local stack; with
+        ``reveal_secrets=False`` (what ``pipeline settings`` prints) they show as ``**********``."""
         data = self.model_dump(mode="json")
+        if not reveal_secrets:
+            return yaml.safe_dump(data, sort_keys=False)
         for section, field in (
             ("mqtt", "password"),
             ("kafka", "sasl_password"),

@@ -137,3 +137,19 @@ def test_a_subcommand_whose_library_is_missing_says_so(
     monkeypatch.setattr(cli.importlib, "import_module", without_own_module)
     with pytest.raises(ModuleNotFoundError):
         cli.build_parser()  # a module of our own missing is a bug: loud
+
+
+def test_pipeline_settings_masks_secrets_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pipeline.cli import main
+
+    monkeypatch.setenv("PIPELINE_MQTT__PASSWORD", "s3cr3t-mqtt")
+    monkeypatch.setenv("PIPELINE_CONSOLE__SESSION_SECRET", "s3cr3t-session")
+    assert main(["settings"]) == 0
+    shown = capsys.readouterr().out
+    assert "s3cr3t" not in shown and "password: '**********'" in shown
+    assert main(["settings", "--show-secrets"]) == 0
+    clear = capsys.readouterr().out
+    assert "password: s3cr3t-mqtt" in clear and "session_secret: s3cr3t-session" in clear
+    assert Settings.model_validate(yaml.safe_load(clear)).mqtt.password.get_secret_value() == "s3cr3t-mqtt"  # type: ignore[union-attr]
