@@ -38,7 +38,7 @@ from starlette.templating import Jinja2Templates
 from pipeline.console.auth import User, check_password, csrf_ok, load_users, new_csrf_token
 from pipeline.console.charts import rule_counts_svg
 from pipeline.console.feed import ConsoleFeed, LiveAlert
-from pipeline.console.rules_form import RuleForm, check_camera_config, mask_config, rules_config
+from pipeline.console.rules_form import RuleForm, check_camera_config, drawn, mask_config, rules_config
 from pipeline.history.store import AlertQuery, HistoryStore
 from pipeline.metrics import Registry
 from pipeline.settings import Settings
@@ -290,10 +290,10 @@ def build_app(
             if not 0 <= index < len(masks):
                 return await camera_page(request, user, errors=[f"no mask {name!r}"], status_code=400)
             del masks[index]
-            config: dict[str, Any] = {"masks": masks}
+            config: dict[str, Any] = {**drawn(current), "masks": masks}
         else:
             rules = [r for r in current.get("rules") or [] if r.get("id") != name]
-            config = {"rules": rules}
+            config = {**drawn(current), "rules": rules}
         return await _send(request, user, site, cam, config, f"delete {form.get('kind', 'rule')} {name}")
 
     async def _send(request: Request, user: User, site: str, cam: str, config: dict[str, Any], what: str) -> Response:

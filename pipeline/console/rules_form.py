@@ -81,18 +81,27 @@ class RuleForm:
         return settings
 
 
+def drawn(current: dict[str, Any]) -> dict[str, Any]:
+    """What the console draws of a camera's config (``rules`` and ``masks``). Every record it
+    sends carries both: MQTT retains only a camera's last config record, which is all a restarted
+    console sees, so a mask change that left the rules out would make the next rule save drop
+    every earlier rule."""
+    return {key: current[key] for key in ("rules", "masks") if key in current}
+
+
 def rules_config(current: dict[str, Any], form: RuleForm) -> dict[str, Any] | list[str]:
-    """The camera's new ``rules`` (the drawn one replaces a rule of the same name)."""
+    """The camera's new ``rules`` (the drawn one replaces a rule of the same name), masks kept."""
     rule = form.rule()
     if isinstance(rule, list):
         return rule
     kept = [r for r in current.get("rules") or [] if isinstance(r, dict) and r.get("id") != rule.id]
-    return {"rules": [*kept, rule.model_dump(mode="json")]}
+    return {**drawn(current), "rules": [*kept, rule.model_dump(mode="json")]}
 
 
 def mask_config(current: dict[str, Any], form: RuleForm) -> dict[str, Any]:
+    """The camera's masks with the drawn one added, rules kept."""
     masks = [*list(current.get("masks") or []), [list(p) for p in form.points]]
-    return {"masks": masks}
+    return {**drawn(current), "masks": masks}
 
 
 def check_camera_config(cam: str, config: dict[str, Any]) -> list[str]:

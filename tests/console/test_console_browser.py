@@ -30,6 +30,8 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
+from pipeline.console.feed import ConsoleFeed
+from pipeline.metrics import Registry
 from pipeline.settings import SAMPLE_CLIP
 from pipeline.testing import wait_until
 from pipeline.topics import Kind, Topics
@@ -278,6 +280,20 @@ def test_a_change_without_the_session_csrf_token_is_refused_and_changes_are_audi
     assert console_stack.metrics.counter("console_changes_total", user="ada") == changes + 1
     assert any(r.getMessage().startswith("user=ada role=admin") and "csrf-probe" in r.getMessage()
                for r in caplog.records), [r.getMessage() for r in caplog.records]  # fmt: skip
+    # a console started now knows only the camera's retained config record: it has the mask and
+    # the rules drawn before it (every save carries both)
+    restarted = ConsoleFeed(console_stack.settings, Registry(), f"{console_stack.settings.mqtt.topic_prefix}-console-2")
+    restarted.start()
+    try:
+
+        def config() -> dict[str, Any]:
+            view = restarted.camera(SITE, CAM)
+            return view.config if view is not None else {}
+
+        assert wait_until(lambda: [0.9, 0.9] in (config().get("masks") or [[]])[-1], 10), config()
+        assert {r["id"] for r in config().get("rules") or []} >= {"door"}, config()
+    finally:
+        restarted.stop()
 
 
 def test_a_node_that_dies_is_shown_offline_within_its_keep_alive(console_stack: ConsoleStack, browser: Driver) -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from pipeline.cloud_stage.live_rules import LiveRules
 from pipeline.console.auth import check_password, csrf_ok, hash_password, load_users, parse_users
-from pipeline.console.rules_form import RuleForm, rules_config
+from pipeline.console.rules_form import RuleForm, mask_config, rules_config
 from pipeline.errors import ConfigError
 from pipeline.metrics import Registry
 from pipeline.operators.wire import NodeStatus, encode_node_status
@@ -60,6 +60,21 @@ def test_rule_form_validates_and_replaces_by_name() -> None:
     assert isinstance(errors, list) and errors
     bowtie = RuleForm.parse({"kind": "zone", "name": "z", "points": "[[0,0],[1,1],[1,0],[0,1]]"}, "cam-1")
     assert isinstance(bowtie, RuleForm) and isinstance(rules_config({}, bowtie), list)
+
+
+def test_every_saved_config_carries_both_rules_and_masks() -> None:
+    """MQTT retains a camera's last config record only: a restarted console knows no more, so a
+    mask save must not leave the rules out (the next rule save would drop them) and vice versa."""
+    mask = RuleForm.parse({"kind": "mask", "points": "[[0.9, 0.9], [1, 0.9], [1, 1]]"}, "cam-1")
+    line = RuleForm.parse({"kind": "line", "name": "door", "points": "[[0.5, 0.1], [0.5, 0.9]]"}, "cam-1")
+    assert isinstance(mask, RuleForm) and isinstance(line, RuleForm)
+    current = {"rules": [{"id": "gate", "kind": "presence"}], "masks": [[[0, 0], [0.1, 0], [0, 0.1]]], "min_score": 0.4}
+    with_mask = mask_config(current, mask)
+    assert with_mask["rules"] == current["rules"] and len(with_mask["masks"]) == 2 and "min_score" not in with_mask
+    with_line = rules_config(current, line)
+    assert isinstance(with_line, dict)
+    assert [r["id"] for r in with_line["rules"]] == ["gate", "door"] and with_line["masks"] == current["masks"]
+    assert mask_config({}, mask) == {"masks": [[[0.9, 0.9], [1.0, 0.9], [1.0, 1.0]]]}
 
 
 def test_live_rules_take_newest_revision_and_keep_old_on_error() -> None:
