@@ -13,7 +13,6 @@ by a wide margin since people move).
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from benchmarks.accuracy.replay import to_px
 from benchmarks.harness import Context, bridge_and_cloud, cut_clip
 from pipeline.alerts_subscriber import AlertSubscriber
 from pipeline.cloud_stage.escalation import should_escalate
-from pipeline.cloud_stage.verification import Verifier
+from pipeline.cloud_stage.verification import verify_each
 from pipeline.edge_stage.runner import run_edge
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
@@ -197,15 +196,7 @@ class Cascade:
 def cascade_value(runp: PipelineRun, gt: GroundTruth, threshold: float) -> Cascade:
     """Heavy model on every person ``track_started`` crop, scored against the GT (IoU >= 0.5)."""
     starts = [e for e in runp.events if e.type == "track_started" and e.label == "person" and e.crop]
-    verifier = Verifier(runp.settings, Registry("acc"))
-
-    async def verify_all() -> list[Any]:
-        try:
-            return [await verifier.verify(e) for e in starts]
-        finally:
-            await verifier.close()
-
-    verdicts = asyncio.run(verify_all())
+    verdicts = verify_each(runp.settings, starts, Registry("acc"))
     rows: list[tuple[bool, float, float, float]] = []
     hit_ids: dict[str, set[int]] = {"edge": set(), "fused": set()}
     alerted: Counter[str] = Counter()

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import binascii
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Final
 
@@ -260,3 +261,18 @@ class Verifier:
     async def close(self) -> None:
         await self.batcher.close()
         await self.client.close()
+
+
+def verify_each(settings: Settings, events: Sequence[Event], metrics: Registry) -> list[Verdict]:
+    """The heavy model's verdict on each event's crop, one after another, outside the worker: how
+    the accuracy benchmark and the tests score crops as the worker does (same Verifier, same
+    served model). Blocks; opens and closes its own client."""
+    verifier = Verifier(settings, metrics)
+
+    async def run() -> list[Verdict]:
+        try:
+            return [await verifier.verify(e) for e in events]
+        finally:
+            await verifier.close()
+
+    return asyncio.run(run())

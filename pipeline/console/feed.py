@@ -149,14 +149,18 @@ class ConsoleFeed:
             self._take_event(raw)
 
     def _decoded(self, kind: str, decoded: CameraStatus | NodeStatus | Rejected) -> dict[str, Any] | None:
-        """A status as the pages read it (the wire module decodes: one codec per payload); a
-        payload it refuses is counted with its reason and not shown."""
+        """A status as the pages read it (the wire module decodes: one codec per payload); None
+        for a payload it refused."""
         if isinstance(decoded, Rejected):
-            self.metrics.inc("console_messages_rejected_total", help="MQTT payloads the console refused.",
-                             kind=kind, reason=decoded.reason)  # fmt: skip
-            log.warning("console: %s refused: %s %s", kind, decoded.reason, decoded.detail)
+            self._refused(kind, decoded)
             return None
         return asdict(decoded)
+
+    def _refused(self, kind: str, rejected: Rejected) -> None:
+        """A payload the wire module refused: counted with its reason, logged, not shown."""
+        self.metrics.inc("console_messages_rejected_total", help="MQTT payloads the console refused.",
+                         kind=kind, reason=rejected.reason)  # fmt: skip
+        log.warning("console: %s refused: %s %s", kind, rejected.reason, rejected.detail)
 
     def _camera(self, site: str, cam: str) -> CameraView:
         view = self.cameras.get((site, cam))
@@ -207,7 +211,7 @@ class ConsoleFeed:
     def _take_config(self, site: str, cam: str, raw: bytes) -> None:
         record = decode_config(raw)
         if isinstance(record, Rejected):
-            self._decoded("config", record)
+            self._refused("config", record)
             return
         config, rev = dict(record.config), record.rev
         with self._lock:

@@ -237,7 +237,7 @@ class EmitStage:
         kick: Callable[[], None],
     ) -> None:
         self.policy = TrackEventPolicy(keepalive_ms=int(edge.keepalive_event_s * 1000))
-        self._lines_of: CameraSettings | None = None  # the camera config the policy's lines came from
+        self._shapes_of: CameraSettings | None = None  # the camera config the policy's lines and zones came from
         self.builder, self.outbox, self.topic = builder, outbox, topic
         self.metrics, self.cam = metrics, builder.cam
         self.kick = kick
@@ -253,14 +253,14 @@ class EmitStage:
 
     def process(self, frame: FrameState) -> bool:
         camera = frame.camera
-        if camera is not self._lines_of:  # first frame or a live config update
+        if camera is not self._shapes_of:  # first frame or a live config update
             # the camera's own lines plus those of its line rules (drawn in the console)
             rule_lines = [r.line for r in camera.rules if r.kind == "line" and r.line is not None]
             rule_zones = [r.zone for r in camera.rules if r.kind in ("zone", "dwell") and r.zone is not None]
             self.policy.lines, self.policy.line_margin = (*camera.lines, *rule_lines), camera.line_margin
             self.policy.zones = (*camera.zones, *rule_zones)
             self.policy.crop_refreshes = camera.crop_refreshes
-            self._lines_of = camera  # (and zones)
+            self._shapes_of = camera
         for etype, track, with_crop in self.policy.decide(frame.update, frame.ts_ms):
             crop_filter: CropFilter | None = None
             attrs: dict[str, str | float | int | bool] = {}

@@ -189,7 +189,7 @@ class TrackEventPolicy:
         old = self._sides.get(tr.id)
         if old is None or len(old) != n + len(self.zones):  # first step, or the config changed
             old = (None,) * (n + len(self.zones))
-        sides = [committed_side(ln, anchor, self.line_margin, s) for ln, s in zip(self.lines, old, strict=False)]
+        sides = [committed_side(ln, anchor, self.line_margin, s) for ln, s in zip(self.lines, old[:n], strict=True)]
         inside = [
             int(in_zone_with_hysteresis(anchor, zone, self.line_margin, None if was is None else bool(was)))
             for zone, was in zip(self.zones, old[n:], strict=True)

@@ -7,7 +7,6 @@ in child processes; the edge runs in-process so its summary can be checked.
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -20,7 +19,7 @@ from kafka import KafkaConsumer, TopicPartition
 from pipeline import testing
 from pipeline.alerts_subscriber import AlertStats, AlertSubscriber
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
-from pipeline.cloud_stage.verification import Verifier, fuse
+from pipeline.cloud_stage.verification import fuse, verify_each
 from pipeline.edge_stage.runner import EdgeSummary, run_edge
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.metrics import Registry
@@ -126,15 +125,8 @@ def fused_scores(settings: Settings, events: dict[str, Event]) -> dict[str, floa
     c = settings.cloud
     ordered = sorted(events.values(), key=lambda e: e.seq)
     escalated = [e for e in ordered if should_escalate(e, policy_for(c, e.cam, e.label), c.escalation_low_confidence)]
-    verifier = Verifier(settings, Registry("e2e"))
-
-    async def verify_all() -> dict[str, float | None]:
-        try:
-            return {e.id: (await verifier.verify(e)).cloud_score for e in escalated}
-        finally:
-            await verifier.close()
-
-    cloud = asyncio.run(verify_all())
+    verdicts = verify_each(settings, escalated, Registry("e2e"))
+    cloud = {e.id: v.cloud_score for e, v in zip(escalated, verdicts, strict=True)}
     assert all(score is not None for score in cloud.values()), "the model server answered every crop"
     verdict_of_track: dict[int, float | None] = {}
     out: dict[str, float] = {}
