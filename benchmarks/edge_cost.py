@@ -214,9 +214,12 @@ def _vm_hwm_kib(pid: int) -> int | None:
     return None
 
 
-def edge_peak_rss_mb(ctx: Context, clip: Path, cameras: int = 1, pool: int | None = None) -> float:
+def edge_peak_rss_mb(
+    ctx: Context, clip: Path, cameras: int = 1, pool: int | None = None, edge: dict[str, object] | None = None
+) -> float:
     """Run ``pipeline edge`` on the clip (``cameras`` cameras reading it) as a child process; its
-    peak RSS. ``pool``: ``edge.detector_pool`` (None = auto, 0 = one per camera).
+    peak RSS. ``pool``: ``edge.detector_pool`` (None = auto, 0 = one per camera); ``edge``: other
+    edge settings (the runtime).
 
     The peak is VmHWM read from /proc while the child runs (every 50 ms, the last reading before
     it exits), not ``ru_maxrss`` from ``wait4``: Linux carries the forked child's pre-exec peak
@@ -224,7 +227,8 @@ def edge_peak_rss_mb(ctx: Context, clip: Path, cameras: int = 1, pool: int | Non
     what the earlier 747 MB figure measured."""
     cams = [{"id": f"cam-{i + 1}", "source": str(clip), "realtime": False} for i in range(cameras)]
     settings = ctx.fresh_settings(
-        "rss", edge={"final_ack_wait_s": 0.0, "ack_timeout_s": 3600.0, "cameras": cams, "detector_pool": pool}
+        "rss",
+        edge={"final_ack_wait_s": 0.0, "ack_timeout_s": 3600.0, "cameras": cams, "detector_pool": pool, **(edge or {})},
     )
     cfg = settings.local.run_dir / "edge.yaml"
     cfg.write_text(settings.to_yaml())
@@ -266,12 +270,16 @@ def _best(profiles: list[Profile]) -> Profile:
 
 # --------------------------------------------------------------------------- speed choices
 
+OPENVINO_BF16: dict[str, object] = {"detector_runtime": "openvino", "detector_precision": "bf16"}
 # name -> edge settings; the first is the baseline (the default before issue 18: 512 px, 2 threads)
 CHOICES: dict[str, dict[str, object]] = {
     "512 px, 2 threads": {"detector_input_size": 512, "detector_threads": 2},
     "512 px, 1 thread": {"detector_input_size": 512, "detector_threads": 1},
     "384 px, 1 thread": {"detector_input_size": 384, "detector_threads": 1},
     "320 px, 1 thread": {"detector_input_size": 320, "detector_threads": 1},
+    # the same float file on OpenVINO in bfloat16 (f32 where the CPU has no bf16)
+    "512 px, 1 thread, OpenVINO bf16": {"detector_threads": 1, **OPENVINO_BF16},
+    "384 px, 1 thread, OpenVINO bf16": {"detector_input_size": 384, "detector_threads": 1, **OPENVINO_BF16},
 }
 
 
@@ -342,6 +350,10 @@ def run(ctx: Context) -> BenchResult:
     ctx.log("edge cost: peak RSS with 4 cameras, shared interpreter pool vs one interpreter per camera")
     rss4 = {pool: median(edge_peak_rss_mb(ctx, rss_clip, cameras=4, pool=pool) for _ in range(1 if ctx.quick else 2))
             for pool in (None, 0)}  # fmt: skip
+    ctx.log("edge cost: peak RSS with 4 cameras on OpenVINO bf16 (shared pool of infer requests)")
+    rss4_ov = median(
+        edge_peak_rss_mb(ctx, rss_clip, cameras=4, edge=OPENVINO_BF16) for _ in range(1 if ctx.quick else 2)
+    )
 
     rows: list[Row] = []
     for label, what in (("clip", "sample clip"), ("still", "still scene")):
@@ -407,6 +419,18 @@ def run(ctx: Context) -> BenchResult:
             note=f"pool of {min(4, os.cpu_count() or 1)} single-threaded interpreters (edge.detector_pool auto)",
         )
     )
+    rows.append(
+        Row.make(
+            "edge peak RSS, 4 cameras, OpenVINO bf16 (shared pool)",
+            rss4_ov,
+            "MB",
+            baseline=rss4[None],
+            baseline_label="LiteRT shared pool",
+            target=at_most(250),
+            group=GROUP,
+            note="one compiled model, one infer request per core; the OpenVINO runtime's own libraries cost most",
+        )
+    )
     rows += choices
     fp_ms, int_ms = quantile([1000 * t for t in times["fp32"]], 0.5), quantile([1000 * t for t in times["int8"]], 0.5)
     rows.append(
@@ -430,6 +454,6 @@ def run(ctx: Context) -> BenchResult:
         "gated_frame_ms": gated_ms,
         "detector_ms": {k: [1000 * t for t in v] for k, v in times.items()},
         "choices": choice_series,
-        "rss_4_cameras_mb": {"pool": rss4[None], "per_camera": rss4[0]},
+        "rss_4_cameras_mb": {"pool": rss4[None], "per_camera": rss4[0], "openvino_bf16_pool": rss4_ov},
     }
     return BenchResult(rows, series)

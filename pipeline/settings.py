@@ -284,6 +284,16 @@ class EdgeSettings(Section):
         description="CenterNet input side in px (fp32 only below 512): smaller is cheaper per frame (384: ~0.55x,"
         " 320: ~0.4x of 512's time) and finds fewer small people (benchmarks/RESULTS.md, accuracy).",
     )
+    detector_runtime: Literal["litert", "openvino"] = Field(
+        "litert",
+        description="Engine of the CenterNet float model: ai-edge-litert (XNNPack) or OpenVINO's CPU runtime (same"
+        " .tflite file; with detector_precision bf16 about 2x faster where the CPU has bf16: benchmarks/RESULTS.md).",
+    )
+    detector_precision: Literal["f32", "bf16"] = Field(
+        "f32",
+        description="OpenVINO only: arithmetic of the network; bf16 is a hint (f32 on CPUs without bf16) and moves"
+        " scores by ~0.01 (its detection and tracking figures are in benchmarks/RESULTS.md).",
+    )
     detector_pool: int | None = Field(
         None,
         ge=0,
@@ -357,6 +367,14 @@ class EdgeSettings(Section):
     model_keep_versions: int = Field(
         3, ge=2, description="Downloaded model files kept on disk per node (newest first; the active ones always)."
     )
+
+    @model_validator(mode="after")
+    def _runtime_fits_detector(self) -> EdgeSettings:
+        if self.detector_runtime == "openvino" and self.detector != "centernet":
+            raise ValueError("detector_runtime openvino runs the float CenterNet (detector: centernet)")
+        if self.detector_precision == "bf16" and self.detector_runtime != "openvino":
+            raise ValueError("detector_precision bf16 needs detector_runtime openvino (LiteRT runs f32)")
+        return self
 
 
 # --------------------------------------------------------------------------- bridge

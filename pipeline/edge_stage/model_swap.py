@@ -291,4 +291,11 @@ class CameraModels:
             return self.make_default()
         from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector
 
-        return CenterNetDetector(path, name=ref.name, version=ref.version, num_threads=self.edge.detector_threads)
+        return CenterNetDetector(
+            path,
+            name=ref.name,
+            version=ref.version,
+            num_threads=self.edge.detector_threads,
+            runtime=self.edge.detector_runtime,
+            precision=self.edge.detector_precision,
+        )

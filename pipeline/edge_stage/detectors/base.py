@@ -92,6 +92,8 @@ def make_detector(edge: EdgeSettings, min_score: float = 0.05) -> Detector:
         min_score=min_score,
         input_size=edge.detector_input_size,
         pool_size=pool,
+        runtime=edge.detector_runtime,
+        precision=edge.detector_precision,
     )
 
 
