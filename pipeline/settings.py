@@ -169,7 +169,9 @@ class RuleSettings(Section):
     id: str = Field(..., pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Rule id (part of every alert id).")
     kind: Literal["presence", "zone", "dwell", "line", "count"] = Field("presence", description="What fires it.")
     labels: list[str] = Field(default_factory=lambda: ["person"], description="Object labels the rule watches.")
-    cameras: list[str] | None = Field(None, description="Cameras this rule applies to; None = all.")
+    cameras: list[str] | None = Field(
+        None, description="Cameras this rule applies to: a camera id (that id on every site) or site/cam; None = all."
+    )
     min_score: float = Field(0.5, ge=0, le=1, description="Minimum fused score.")
     zone: list[Point] | None = Field(None, description="Polygon (normalised) for zone/dwell/count rules.")
     line: tuple[Point, Point] | None = Field(None, description="Segment (normalised) for line rules.")

@@ -16,7 +16,7 @@ import numpy as np
 
 from pipeline.operators.dedupe import alert_id
 from pipeline.operators.person_links import resolve
-from pipeline.operators.rules import RuleSpec, state_key
+from pipeline.operators.rules import RuleSpec, camera_key, state_key
 from pipeline.operators.schema import Box, Event
 from pipeline.settings import SAMPLE_CLIP, RuleSettings
 
@@ -141,13 +141,14 @@ def expected_presence_alerts(
     fired: set[tuple[str, int]] = set()
     expected: dict[str, str] = {}
     for ev in ordered:
-        res = resolve(links.get(ev.cam), ev.track, ev.type, ev.ts, link=ev.attrs.get("link"),
+        cam = camera_key(ev.site, ev.cam)
+        res = resolve(links.get(cam), ev.track, ev.type, ev.ts, link=ev.attrs.get("link"),
                       window_ms=int(link_window_s * 1000))  # fmt: skip
-        links[ev.cam] = res.state
-        fired.difference_update((ev.cam, p) for p in res.expired)
-        if (ev.cam, res.person) in fired or ev.label not in rule.labels or fused(ev) < rule.min_score:
+        links[cam] = res.state
+        fired.difference_update((cam, p) for p in res.expired)
+        if (cam, res.person) in fired or ev.label not in rule.labels or fused(ev) < rule.min_score:
             continue
-        fired.add((ev.cam, res.person))
-        aid = alert_id(rule.id, f"{ev.site}/{ev.cam}", state_key(spec, ev.cam, res.person), ev.ts)
+        fired.add((cam, res.person))
+        aid = alert_id(rule.id, cam, state_key(spec, cam, res.person), ev.ts)
         expected[aid] = ev.id
     return expected

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from pipeline.operators.dedupe import alert_id
-from pipeline.operators.rules import RuleSpec, state_key
+from pipeline.operators.rules import RuleSpec, camera_key, state_key
 from pipeline.operators.schema import Event, EventType
 from pipeline.settings import RuleSettings
 
@@ -78,6 +78,7 @@ class ScriptedStream:
         out: dict[str, str] = {}
         for ev in self.events():
             if ev.type == "track_started":
-                aid = alert_id(rule.id, f"{ev.site}/{ev.cam}", state_key(spec, ev.cam, ev.track), ev.ts)
+                cam = camera_key(ev.site, ev.cam)
+                aid = alert_id(rule.id, cam, state_key(spec, cam, ev.track), ev.ts)
                 out[aid] = ev.id
         return out

@@ -5,8 +5,8 @@ the event time at which the incident opened). Reprocessing the same events after
 (at-least-once) therefore re-emits the *same* ids, which consumers drop; nothing depends on
 wall-clock time.
 
-The incident ledger (changelogged table, one key per incident ``rule|cam|track`` or
-``rule|cam|zone``) holds ``{"first", "last"}`` in event time, with the semantics of
+The incident ledger (changelogged table, one key per incident ``rule|site/cam|track`` or
+``rule|site/cam|zone``) holds ``{"first", "last"}`` in event time, with the semantics of
 :class:`pipeline.operators.dedupe.IncidentLedger`: a hit alerts when its incident is new or has
 been quiet for ``cooldown_s``; every hit is activity. The ledger is kept per key instead of as
 one serialised ledger so each event writes one small changelog record. Entries of people whose tracks
@@ -22,12 +22,12 @@ from typing import Any
 from pipeline.cloud_stage.rules_engine import Firing
 from pipeline.cloud_stage.verification import Verdict
 from pipeline.operators.dedupe import alert_id
-from pipeline.operators.rules import RuleSpec, state_key
+from pipeline.operators.rules import RuleSpec, camera_key, state_key
 from pipeline.operators.schema import Alert, Event
 
 
 def incident_alert_id(rule_id: str, site: str, cam: str, incident_key: str, opened_ms: int) -> str:
-    return alert_id(rule_id, f"{site}/{cam}", incident_key, opened_ms)
+    return alert_id(rule_id, camera_key(site, cam), incident_key, opened_ms)
 
 
 class IncidentLedger:

@@ -42,7 +42,7 @@ from pipeline.compat.faust_app import current_event as event_context
 from pipeline.errors import InferenceUnavailable
 from pipeline.hard_examples.recorder import HardExampleRecorder
 from pipeline.metrics import Registry
-from pipeline.operators.rules import state_key
+from pipeline.operators.rules import camera_key, state_key
 from pipeline.operators.schema import Event, Rejected, encode_alert
 from pipeline.readiness import mark_ready
 from pipeline.settings import Settings
@@ -116,8 +116,9 @@ class CloudProcessor:
             return app.Table(name, default=None, key_type=str, help=help)
 
         self.seen_table = table("seen", "Processed event ids -> first seen (ms).")
+        # cam = site/cam (camera_key): camera ids are unique within a site only
         self.tracks = table("tracks", "cam|track -> cloud verdict of the track.")
-        self.rule_state = table("rule_state", "rule|cam -> rule state.")
+        self.rule_state = table("rule_state", "rule|cam|track (or zone) -> rule state.")
         self.incidents = table("incidents", "rule|cam|incident -> alert ledger entry.")
         self.seen = SeenIndex(self.seen_table, c.dedupe_window_s, c.dedupe_max_per_camera, metrics)
         self.live_rules = LiveRules(settings, metrics)
@@ -259,7 +260,8 @@ class CloudProcessor:
 
     async def _process(self, ev: Event, verdict: Verdict | None) -> None:
         c = self.settings.cloud
-        track_key = f"{ev.cam}|{ev.track}"
+        cam = camera_key(ev.site, ev.cam)
+        track_key = f"{cam}|{ev.track}"
         fresh = verdict is not None
         if verdict is None:
             known = self.tracks.get(track_key)
@@ -284,8 +286,8 @@ class CloudProcessor:
                          ev.track, alert.verification, alert.fused_score)  # fmt: skip
             self.ledger.commit(key, entry)
         state.commit()
-        for cam, person in self.rules.expired:
-            self.ledger.forget(self.rules.specs_for(cam), cam, person)
+        for expired_cam, person in self.rules.expired:
+            self.ledger.forget(self.rules.specs_for(expired_cam), expired_cam, person)
         if ev.type == "track_ended":
             if track_key in self.tracks:
                 del self.tracks[track_key]
@@ -293,7 +295,7 @@ class CloudProcessor:
             self.tracks[track_key] = {
                 "cloud": verdict.cloud_score, "verification": verdict.verification, "model": verdict.model,
             }  # fmt: skip
-        self.expiry.touch(ev.cam, ev.track, ev.ts, ended=ev.type == "track_ended")
+        self.expiry.touch(cam, ev.track, ev.ts, ended=ev.type == "track_ended")
         self.seen.add(ev, int(time.time() * 1000))
 
     async def _dead_letter(self, rejected: Rejected, raw: Any) -> None:

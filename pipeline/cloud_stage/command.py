@@ -10,7 +10,9 @@ from typing import Any
 
 from pipeline.cli_support import add_override
 from pipeline.errors import BrokerUnavailable, ConfigError
-from pipeline.operators.wire import ConfigUpdate, encode_config
+from pipeline.operators.rules import camera_key
+from pipeline.operators.schema import Rejected
+from pipeline.operators.wire import ConfigUpdate, decode_config, encode_config
 from pipeline.settings import CameraSettings, EdgeSettings, Settings
 
 CLOUD_HELP = """\
@@ -68,7 +70,7 @@ def register(subparsers: Any) -> None:
     cset = config_sub.add_parser(
         "set",
         help="Send key=value camera settings (validated) to a camera through the config topic.",
-        description="Produce {'v':1,'site','cam','rev','config'} (key = camera) to kafka.config_topic. "
+        description="Produce {'v':1,'site','cam','rev','config'} (key = site/cam) to kafka.config_topic. "
         'Values are JSON when they parse as JSON (0.4, true, ["person"]), else strings; list '
         f"fields also take comma lists. Keys: {', '.join(sorted(configurable_keys()))}.",
     )
@@ -128,7 +130,10 @@ def config_record(site: str, cam: str, config: dict[str, Any], rev: int | None =
 
 
 def produce_configs(settings: Settings, records: list[tuple[str, bytes]]) -> list[str]:
-    """Produce config records ``(camera, value)`` to ``kafka.config_topic`` (acks=all); one line each."""
+    """Produce config records ``(camera, value)`` to ``kafka.config_topic`` (acks=all); one line each.
+
+    The Kafka key is the record's ``site/cam``, not the camera id alone: the topic is compacted by
+    key in production, and two sites' ``cam-1`` must not replace each other's config."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
 
@@ -140,7 +145,9 @@ def produce_configs(settings: Settings, records: list[tuple[str, bytes]]) -> lis
     lines = []
     try:
         for cam, value in records:
-            meta = producer.send(k.config_topic, key=cam.encode(), value=value).get(timeout=15)
+            record = decode_config(value)
+            key = cam if isinstance(record, Rejected) else camera_key(record.site, record.cam)
+            meta = producer.send(k.config_topic, key=key.encode(), value=value).get(timeout=15)
             lines.append(f"{k.config_topic}[{meta.partition}]@{meta.offset} {value.decode()}")
     except KafkaError as exc:
         raise BrokerUnavailable(f"could not produce to {k.config_topic}: {exc}") from exc

@@ -16,6 +16,7 @@ from collections.abc import MutableMapping
 from typing import Any, Final
 
 from pipeline.metrics import Registry
+from pipeline.operators.rules import camera_key
 from pipeline.operators.schema import Event, Rejected, decode_event
 from pipeline.operators.wire import dead_letter, encode_dead_letter
 
@@ -55,7 +56,7 @@ class SeenIndex:
 
     @staticmethod
     def key(event: Event) -> str:
-        return f"{event.cam}|{event.id}"
+        return f"{camera_key(event.site, event.cam)}|{event.id}"
 
     def _order_of(self, cam: str) -> deque[tuple[int, str]]:
         order = self._order.get(cam)
@@ -71,7 +72,7 @@ class SeenIndex:
     def add(self, event: Event, now_ms: int) -> None:
         """Remember ``event`` and forget at most a few expired ids of its camera (same partition)."""
         key = self.key(event)
-        order = self._order_of(event.cam)
+        order = self._order_of(camera_key(event.site, event.cam))
         self.table[key] = now_ms
         order.append((now_ms, key))
         pruned = 0

@@ -5,8 +5,9 @@ camera's ``rules`` in its config record, the same record the edge gets. A daemon
 the config topic from the beginning with a plain kafka-python consumer (no group: every worker
 needs every camera's rules), keeps the newest revision per camera and swaps that camera's
 compiled rules atomically; the Faust event loop only reads a dict. Each rule is restricted to the
-camera it came for. A bad rule (the edge's settings model and :class:`RuleSpec` both check) is
-logged and counted, and the camera keeps its previous rules.
+camera it came for (``site/cam``: camera ids repeat across sites). A bad rule (the edge's settings
+model and :class:`RuleSpec` both check) is logged and counted, and the camera keeps its previous
+rules.
 
 After a worker restart the topic is read again from its start, so rules survive restarts as long
 as the config topic keeps them (compacted by key in production). Measured here: a saved rule is
@@ -25,7 +26,7 @@ from pydantic import ValidationError
 
 from pipeline.errors import ConfigError
 from pipeline.metrics import Registry
-from pipeline.operators.rules import RuleSpec
+from pipeline.operators.rules import RuleSpec, camera_key
 from pipeline.operators.schema import Rejected
 from pipeline.operators.wire import decode_config
 from pipeline.settings import RuleSettings, Settings
@@ -38,7 +39,8 @@ FETCH_WAIT_MS = 500
 
 
 def compile_rules(cam: str, raw_rules: object) -> list[RuleSpec] | str:
-    """The camera's rules as specs, each limited to ``cam``; or why they are refused."""
+    """The camera's rules as specs, each limited to ``cam`` (``site/cam``: a rule drawn for one
+    site's camera must not fire on another site's camera of the same id); or why they are refused."""
     if not isinstance(raw_rules, list):
         return "rules must be a list"
     specs = []
@@ -68,6 +70,7 @@ class LiveRules:
         self._thread.join(timeout=5)
 
     def for_camera(self, cam: str) -> list[RuleSpec]:
+        """The live rules of a camera (``cam``: its ``site/cam`` :func:`camera_key`)."""
         return self._by_cam.get(cam, [])  # a dict read: atomic under the GIL, the list is never mutated
 
     def offer(self, raw: bytes) -> None:
@@ -79,7 +82,7 @@ class LiveRules:
                 "cloud_live_rules_rejected_total", help="Camera rule updates refused.", reason=record.reason
             )
             return
-        cam, rev, config = record.cam, record.rev, record.config
+        cam, rev, config = camera_key(record.site, record.cam), record.rev, record.config
         if "rules" not in config:
             return
         if rev <= self._revs.get(cam, -1):

@@ -3,8 +3,8 @@
 The rules themselves are the pure state machines of :mod:`pipeline.operators.rules`
 (presence / zone / dwell / line / count, camera + label filters, schedule). This module feeds
 them each event with its *fused* score and keeps their state in a changelogged Faust table,
-one key per :func:`~pipeline.operators.rules.state_key` (``rule|cam|track``, or
-``rule|cam|zone`` for count rules), so a restarted worker resumes where the last one committed.
+one key per :func:`~pipeline.operators.rules.state_key` (``rule|site/cam|track``, or
+``rule|site/cam|zone`` for count rules), so a restarted worker resumes where the last one committed.
 
 State writes are staged (:class:`StagedState`) and committed only after any alert the event
 caused has been acknowledged by Kafka: a crash in between re-derives the same hit on replay.
@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.operators.person_links import resolve
-from pipeline.operators.rules import Observation, RuleHit, RuleSpec, evaluate, state_key
+from pipeline.operators.rules import Observation, RuleHit, RuleSpec, camera_key, evaluate, state_key
 from pipeline.operators.schema import Event
 from pipeline.settings import RuleSettings
 
@@ -73,23 +73,25 @@ class RulesEngine:
         self.specs = [RuleSpec.from_settings(r) for r in rules]
         self._live = live  # a camera's rules from the config topic (console, `pipeline config set`)
         self.link_window_ms = link_window_ms
-        self.expired: list[tuple[str, int]] = []  # (cam, person) forgotten by the last apply()
+        self.expired: list[tuple[str, int]] = []  # (camera key, person) forgotten by the last apply()
 
     def specs_for(self, cam: str) -> list[RuleSpec]:
+        """The rules of a camera (``cam``: its :func:`~pipeline.operators.rules.camera_key`)."""
         return self.specs + self._live(cam) if self._live is not None else self.specs
 
     def apply(self, event: Event, fused: float, state: StagedState) -> list[Firing]:
         """Every rule on ``event``; track rules see the track's *person* (:mod:`pipeline.operators.person_links`)."""
-        specs = self.specs_for(event.cam)
-        links_key = f"links|{event.cam}"
+        cam = camera_key(event.site, event.cam)
+        specs = self.specs_for(cam)
+        links_key = f"links|{cam}"
         res = resolve(state.get(links_key), event.track, event.type, event.ts, link=event.attrs.get("link"),
                       window_ms=self.link_window_ms)  # fmt: skip
         state.put(links_key, res.state)
-        self.expired = [(event.cam, p) for p in res.expired]
+        self.expired = [(cam, p) for p in res.expired]
         for _, person in self.expired:  # forgotten people: their rule state goes (bounded table)
             for spec in specs:
                 if spec.kind != "count":
-                    state.put(state_key(spec, event.cam, person), None)
+                    state.put(state_key(spec, cam, person), None)
         obs = Observation.from_event(event, fused)
         # a person's state outlives the end of one of their tracks: it is deleted when they expire
         gone_now = res.person in res.expired  # links off: the person ends with the track, as before
@@ -97,10 +99,10 @@ class RulesEngine:
         person_obs = replace(obs, track=res.person, event_type=kept_type)
         out: list[Firing] = []
         for spec in specs:
-            if not spec.applies_to(event.cam, event.label):
+            if not spec.applies_to(cam, event.label):
                 continue
             o = obs if spec.kind == "count" else person_obs
-            key = state_key(spec, event.cam, o.track)
+            key = state_key(spec, cam, o.track)
             if res.unlinked and spec.kind == "line":  # the path mixed two people: start it again here
                 state.put(key, None)
             result = evaluate(spec, o, state.get(key))

@@ -1,7 +1,8 @@
 """Expire per-track state whose ``track_ended`` never arrived.
 
 Rule state and incident ledger entries (``rule|cam|track``) and the track's cloud verdict
-(``cam|track``) are deleted when the track ends. An edge that crashes, or a ``track_ended``
+(``cam|track``; ``cam`` is the ``site/cam`` camera key) are deleted when the track ends. An edge
+that crashes, or a ``track_ended``
 that was dead-lettered, would leave them in the tables for ever: months of such leftovers are
 a slow leak in every worker and in the changelog. This index remembers, per camera, the event
 time each track last appeared and deletes tracks silent for ``cloud.track_state_ttl_s`` while

@@ -186,7 +186,11 @@ class RuleSpec:
         return int(self.cooldown_s * 1000)
 
     def applies_to(self, cam: str, label: str) -> bool:
-        return (self.cameras is None or cam in self.cameras) and (not self.labels or label in self.labels)
+        """``cam``: a camera id or a :func:`camera_key`; the rule's ``cameras`` may name either (a bare
+        id means that camera id on every site)."""
+        if self.cameras is not None and cam not in self.cameras and cam.rpartition("/")[2] not in self.cameras:
+            return False
+        return not self.labels or label in self.labels
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +208,8 @@ class Observation:
 
     @classmethod
     def from_event(cls, event: Event, fused_score: float) -> Observation:
-        return cls(event.cam, event.track, event.label, fused_score, event.box, event.ts, event.type, event.id)
+        cam = camera_key(event.site, event.cam)
+        return cls(cam, event.track, event.label, fused_score, event.box, event.ts, event.type, event.id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,8 +233,18 @@ class RuleResult:
     state: dict[str, Any] | None  # None: delete the stored state
 
 
+def camera_key(site: str, cam: str) -> str:
+    """A camera's key in the cloud's state: ``site/cam``. Camera ids are unique within a site only
+    (every node's first camera is ``cam-1`` by default), so rule state, person links, track
+    verdicts, the seen-event index and live rules are all keyed by site and camera together:
+    keyed by the id alone, two sites' ``cam-1`` shared one presence state, and the second
+    site's person 1 raised no alert."""
+    return f"{site}/{cam}"
+
+
 def state_key(spec: RuleSpec, cam: str, track: int) -> str:
-    """Where to store this rule's state for an event; also the hit's incident key."""
+    """Where to store this rule's state for an event (``cam``: the :func:`camera_key`); also the
+    hit's incident key."""
     return f"{spec.id}|{cam}|zone" if spec.kind == "count" else f"{spec.id}|{cam}|{track}"
 
 

@@ -21,6 +21,7 @@ from pipeline.cloud_stage.verification import centre_region, cloud_score, decode
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.local_stack.ports import free_port
 from pipeline.operators.coco import label_of
+from pipeline.operators.rules import camera_key
 from pipeline.operators.schema import Alert, Event, decode_alert, encode_event
 from pipeline.settings import SAMPLE_CLIP, ModelServerSettings, Settings
 
@@ -192,5 +193,5 @@ RULE = {"id": "person-present", "kind": "presence", "labels": ["person"], "min_s
 def expected_id(events: list[Event]) -> str:
     """Presence fires on the track's first event (its crop verifies it)."""
     first = events[0]
-    return incident_alert_id("person-present", first.site, first.cam, f"person-present|{first.cam}|{first.track}",
-                             first.ts)  # fmt: skip
+    cam = camera_key(first.site, first.cam)
+    return incident_alert_id("person-present", first.site, first.cam, f"person-present|{cam}|{first.track}", first.ts)

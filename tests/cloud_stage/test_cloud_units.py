@@ -176,10 +176,10 @@ def test_presence_rule_and_ledger_one_alert_per_track() -> None:
     ]
     ledger: dict = {}
     assert _run_rules([rule], evs, ledger_table=ledger) == [
-        incident_alert_id("p", "s", "cam-1", "p|cam-1|1", 1000),
-        incident_alert_id("p", "s", "cam-1", "p|cam-1|2", 3000),
+        incident_alert_id("p", "s", "cam-1", "p|s/cam-1|1", 1000),
+        incident_alert_id("p", "s", "cam-1", "p|s/cam-1|2", 3000),
     ]
-    assert "p|cam-1|1" not in ledger and "p|cam-1|2" in ledger  # ended tracks leave the ledger
+    assert "p|s/cam-1|1" not in ledger and "p|s/cam-1|2" in ledger  # ended tracks leave the ledger
     # deterministic: the same events give the same ids
     assert _run_rules([rule], evs) == _run_rules([rule], evs)
 
@@ -193,8 +193,8 @@ def test_count_and_line_rules_with_cooldown() -> None:
     ]
     alerts = _run_rules([count, line], evs, fused=0.9)
     assert alerts == [
-        incident_alert_id("l", "s", "cam-1", "l|cam-1|1", 2000),  # 2nd crossing within cooldown: none
-        incident_alert_id("c", "s", "cam-1", "c|cam-1|zone", 3000),
+        incident_alert_id("l", "s", "cam-1", "l|s/cam-1|1", 2000),  # 2nd crossing within cooldown: none
+        incident_alert_id("c", "s", "cam-1", "c|s/cam-1|zone", 3000),
     ]
 
 
@@ -233,10 +233,10 @@ def test_seen_index_is_windowed_and_bounded() -> None:
         assert seen.seen(ev)
     assert len(table) == 5 and not seen.seen(evs[0]) and seen.seen(evs[7])  # size bound
     seen.add(event(id="late"), now_ms=15_500)  # ids older than 10 s forgotten
-    assert set(table) == {"cam-1|x6", "cam-1|x7", "cam-1|late"}
+    assert set(table) == {"s/cam-1|x6", "s/cam-1|x7", "s/cam-1|late"}
     fresh = SeenIndex(table, window_s=10, max_per_camera=5, metrics=Registry())  # after a restart
     fresh.add(event(id="later"), now_ms=17_500)
-    assert set(table) == {"cam-1|late", "cam-1|later"}
+    assert set(table) == {"s/cam-1|late", "s/cam-1|later"}
 
 
 def test_poison_records_become_dead_letters() -> None:
@@ -276,24 +276,58 @@ def test_track_state_without_track_ended_expires_after_the_ttl() -> None:
         for cam, person in engine.expired:  # as the worker does when a person is forgotten
             ledger.forget(engine.specs, cam, person)
         if ev.type == "track_ended":
-            tracks.pop(f"{ev.cam}|{ev.track}", None)
+            tracks.pop(f"{ev.site}/{ev.cam}|{ev.track}", None)
         else:
-            tracks[f"{ev.cam}|{ev.track}"] = {"cloud": 0.9}
-        return exp.touch(ev.cam, ev.track, ev.ts, ended=ev.type == "track_ended")
+            tracks[f"{ev.site}/{ev.cam}|{ev.track}"] = {"cloud": 0.9}
+        return exp.touch(f"{ev.site}/{ev.cam}", ev.track, ev.ts, ended=ev.type == "track_ended")
 
     # track 1 is never ended (its edge crashed); track 2 ends properly; track 3 lives on
     assert feed(event(track=1, ts=1_000)) == []
     assert feed(event(track=2, ts=2_000)) == []
     assert feed(event(track=2, ts=3_000, type="track_ended")) == []
-    assert "p|cam-1|1" in state_table and "p|cam-1|1" in ledger_table and "cam-1|1" in tracks
+    assert "p|s/cam-1|1" in state_table and "p|s/cam-1|1" in ledger_table and "s/cam-1|1" in tracks
     assert feed(event(track=3, ts=200_000)) == []  # 199 s later: within the TTL
     assert feed(event(track=3, ts=301_500, type="track_updated")) == [1]  # 300.5 s after track 1's last event
-    assert "p|cam-1|1" not in state_table and "p|cam-1|1" not in ledger_table and "cam-1|1" not in tracks
-    assert "p|cam-1|3" in state_table and "cam-1|3" in tracks
-    assert any(k.startswith("c|cam-1|") for k in state_table), "camera-wide count state is not per track"
+    assert "p|s/cam-1|1" not in state_table and "p|s/cam-1|1" not in ledger_table and "s/cam-1|1" not in tracks
+    assert "p|s/cam-1|3" in state_table and "s/cam-1|3" in tracks
+    assert any(k.startswith("c|s/cam-1|") for k in state_table), "camera-wide count state is not per track"
     assert metrics.counter("cloud_track_state_expired_total") == 1
     # After a rebalance the index is rebuilt from the tables: track 3 expires by its stored time.
     exp = expiry()
     assert feed(event(track=4, ts=301_600)) == []
     assert feed(event(track=4, ts=700_000, type="track_updated")) == [3]
-    assert "p|cam-1|3" not in state_table and "cam-1|3" not in tracks
+    assert "p|s/cam-1|3" not in state_table and "s/cam-1|3" not in tracks
+
+
+def test_two_sites_with_the_same_camera_id_keep_apart() -> None:
+    """Camera ids are unique within a site only: every node's first camera is cam-1 by default.
+    Keyed by the id alone, site b's person 1 shared site a's presence state and raised no alert,
+    and a rule drawn for site a's cam-1 fired on site b's."""
+    from pipeline.cloud_stage.live_rules import LiveRules
+    from pipeline.settings import Settings
+
+    presence = RuleSettings(id="p", kind="presence", labels=["person"], min_score=0.5)
+    evs = [event(site="a", track=1, ts=1000), event(site="b", track=1, ts=1500),
+           event(site="a", track=1, ts=2000, type="track_updated")]  # fmt: skip
+    assert _run_rules([presence], evs) == [
+        incident_alert_id("p", "a", "cam-1", "p|a/cam-1|1", 1000),
+        incident_alert_id("p", "b", "cam-1", "p|b/cam-1|1", 1500),
+    ]
+    seen = SeenIndex({}, window_s=10, max_per_camera=5, metrics=Registry())
+    seen.add(event(site="a", id="e1"), now_ms=0)
+    assert seen.seen(event(site="a", id="e1")) and not seen.seen(event(site="b", id="e1"))
+
+    live = LiveRules(Settings(), Registry())
+    line = {"id": "door", "kind": "line", "line": [[0.5, 0.0], [0.5, 1.0]]}
+    live.offer(config_record("a", "cam-1", {"rules": [line]}, rev=1))
+    assert [s.id for s in live.for_camera("a/cam-1")] == ["door"] and live.for_camera("b/cam-1") == []
+    engine = RulesEngine([], live=live.for_camera)
+    crossing = [event(site=site, track=1, ts=ts, box=(x, 0.4, x + 0.02, 0.6), type="track_updated")
+                for site in ("a", "b") for ts, x in ((1000, 0.2), (2000, 0.7))]  # fmt: skip
+    fired = []
+    state: dict = {}
+    for ev in crossing:
+        st = StagedState(state)
+        fired += [(ev.site, f.rule.id) for f in engine.apply(ev, 0.9, st)]
+        st.commit()
+    assert fired == [("a", "door")]

@@ -84,16 +84,16 @@ def test_live_rules_take_newest_revision_and_keep_old_on_error() -> None:
         return json.dumps({"v": 1, "site": "s", "cam": "cam-1", "rev": rev, "config": {"rules": rules}}).encode()
 
     live.offer(record(5, [{"id": "door", "kind": "line", "line": [[0.5, 0], [0.5, 1]]}]))
-    assert [(s.id, s.cameras) for s in live.for_camera("cam-1")] == [("door", ("cam-1",))]
+    assert [(s.id, s.cameras) for s in live.for_camera("s/cam-1")] == [("door", ("s/cam-1",))]
     live.offer(record(4, []))  # stale: ignored
     live.offer(record(6, [{"id": "bad", "kind": "line"}]))  # a line rule without a line: refused
-    assert [s.id for s in live.for_camera("cam-1")] == ["door"]
+    assert [s.id for s in live.for_camera("s/cam-1")] == ["door"]
     live.offer(b"{not json")  # malformed and envelope-less records: refused by the wire decoder, counted
     live.offer(json.dumps({"cam": "cam-1", "rev": 9, "config": {"rules": []}}).encode())
-    assert [s.id for s in live.for_camera("cam-1")] == ["door"]
+    assert [s.id for s in live.for_camera("s/cam-1")] == ["door"]
     assert live.metrics.counter("cloud_live_rules_rejected_total") == 3
     live.offer(record(7, []))
-    assert live.for_camera("cam-1") == [] and live.for_camera("cam-2") == []
+    assert live.for_camera("s/cam-1") == [] and live.for_camera("s/cam-2") == []
 
 
 def test_config_set_carries_camera_rules() -> None:

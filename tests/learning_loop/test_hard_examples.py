@@ -146,7 +146,7 @@ def test_disagreements_become_a_dataset_and_a_report(
         parts = [TopicPartition(s.kafka.config_topic, p) for p in consumer.partitions_for_topic(s.kafka.config_topic)]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
-        configs = [json.loads(m.value) for m in consumer if m.key == b"cam-w"]
+        configs = [json.loads(m.value) for m in consumer if m.key == b"s1/cam-w"]  # key = site/cam
     finally:
         consumer.close()
     assert configs and configs[-1]["site"] == "s1" and configs[-1]["config"] == {"min_score": sug["suggested"]}

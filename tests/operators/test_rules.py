@@ -185,7 +185,15 @@ def test_schedule_gates_hits_but_not_state() -> None:
 def test_observation_from_event() -> None:
     ev = Event("e1", "s", "cam-1", 5, 1, "track_started", 3, "person", 0.7, (0.1, 0.1, 0.2, 0.3), "d@1")
     o = Observation.from_event(ev, 0.85)
-    assert (o.cam, o.track, o.score, o.ts_ms, o.event_type, o.event_id) == ("cam-1", 3, 0.85, 5, "track_started", "e1")
+    # the camera key: camera ids repeat across sites
+    assert (o.cam, o.track, o.score, o.ts_ms, o.event_type, o.event_id) == (
+        "s/cam-1",
+        3,
+        0.85,
+        5,
+        "track_started",
+        "e1",
+    )
 
 
 SPECS = [
