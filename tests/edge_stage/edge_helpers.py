@@ -110,3 +110,35 @@ class Collector:
         if self.client is not None:
             self.client.disconnect()
             self.client.loop_stop()
+
+
+def detect_in_threads(detectors: list[Any], frames: list[Any]) -> dict[int, list[list[tuple[str, float]]]]:
+    """Each detector on every frame, all at once, one thread per detector (cameras sharing a pool):
+    detector index -> per frame, (label, score rounded to 3 places) of each detection."""
+    got: dict[int, list[list[tuple[str, float]]]] = {}
+
+    def camera(i: int) -> None:
+        got[i] = [[(d.label, round(d.score, 3)) for d in detectors[i].detect(f)] for f in frames]
+
+    threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(detectors))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    return got
+
+
+def clip_frames(start: int, count: int, step: int = 2) -> list[Any]:
+    """``count`` frames of the sample clip from ``start``, every ``step``-th (BGR)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
+    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+    out = []
+    for i in range(count * step):
+        ok, frame = cap.read()
+        assert ok, f"the sample clip ends before frame {start + i}"
+        if i % step == 0:
+            out.append(frame)
+    cap.release()
+    return out

@@ -10,23 +10,9 @@ from pipeline.edge_stage.detectors.base import Detector
 from pipeline.edge_stage.detectors.hog import HogPersonDetector
 from pipeline.edge_stage.detectors.mediapipe_extras import FaceDetector, PersonExtras
 from pipeline.operators.tracking import Tracker
-from pipeline.settings import SAMPLE_CLIP
-from tests.edge_stage.edge_helpers import needs_centernet, needs_clip
+from tests.edge_stage.edge_helpers import clip_frames, detect_in_threads, needs_centernet, needs_clip
 
 pytestmark = [pytest.mark.unit, needs_clip]
-
-
-def _frames(start: int, count: int, step: int = 2) -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
-    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-    out = []
-    for i in range(count * step):
-        ok, f = cap.read()
-        assert ok
-        if i % step == 0:
-            out.append(f)
-    cap.release()
-    return out
 
 
 def _centernet(variant: str = "fp32") -> Detector:
@@ -42,7 +28,7 @@ def test_centernet_finds_people_and_tracks_keep_ids(variant: str) -> None:
     assert det.input_size == (512, 512) and "person" in det.labels and "@" in det.tag
     tracker = Tracker(max_missed=3)
     ids_per_frame = []
-    for i, frame in enumerate(_frames(0, 10)):
+    for i, frame in enumerate(clip_frames(0, 10)):
         people = [d for d in det.detect(frame) if d.label == "person"]
         assert people, f"frame {i}: the clip shows walking people"
         assert all(0 <= c <= 1 for d in people for c in d.box)
@@ -55,7 +41,7 @@ def test_centernet_finds_people_and_tracks_keep_ids(variant: str) -> None:
 @needs_centernet
 def test_centernet_on_roi_maps_boxes_to_full_frame() -> None:
     det = _centernet()
-    frame = _frames(0, 1)[0]
+    frame = clip_frames(0, 1)[0]
     full = [d for d in det.detect(frame) if d.label == "person"]
     best = max(full, key=lambda d: d.score)
     h, w = frame.shape[:2]
@@ -67,7 +53,7 @@ def test_centernet_on_roi_maps_boxes_to_full_frame() -> None:
 
 def test_hog_finds_a_person() -> None:
     det = HogPersonDetector(min_score=0.5)
-    found = sum(len(det.detect(f)) for f in _frames(0, 3, step=5))
+    found = sum(len(det.detect(f)) for f in clip_frames(0, 3, step=5))
     assert found > 0
 
 
@@ -76,7 +62,7 @@ def test_face_blur_and_pose_run_on_bundled_models() -> None:
     blank = np.full((200, 150, 3), 128, np.uint8)
     assert face.detect(blank) == []
     extras = PersonExtras()
-    frame = _frames(0, 1)[0]
+    frame = clip_frames(0, 1)[0]
     out = extras.blur_faces(frame[100:400, 300:500])
     assert out.shape == (300, 200, 3)
     attrs = extras.pose_attrs(frame, (0.3, 0.1, 0.6, 0.9))
@@ -94,7 +80,7 @@ def test_resized_centernet_finds_the_same_people(size: int) -> None:
     big = _centernet()
     small = CenterNetDetector.from_package("fp32", num_threads=1, min_score=0.3, input_size=size)
     assert small.input_size == (size, size) and small.tag.startswith(f"centernet-fp32-{size}@")
-    frame = _frames(0, 1)[0]
+    frame = clip_frames(0, 1)[0]
     ref = [d for d in big.detect(frame) if d.label == "person" and d.score >= 0.5]
     got = [d for d in small.detect(frame) if d.label == "person"]
     assert ref, "frame 0 shows clearly visible people"
@@ -113,7 +99,6 @@ def test_resized_centernet_finds_the_same_people(size: int) -> None:
 def test_cameras_share_a_pool_of_interpreters() -> None:
     """Several cameras: make_detector leases from one pool of min(cameras, cores) interpreters;
     results equal a detector with its own interpreter; the pool goes when the last camera closes."""
-    import threading
 
     from pipeline.edge_stage.detectors import make_detector
     from pipeline.edge_stage.detectors.base import detector_pool_size
@@ -126,22 +111,13 @@ def test_cameras_share_a_pool_of_interpreters() -> None:
     assert detector_pool_size(EdgeSettings(), cores=8) == 0  # one camera: its own interpreter
     assert detector_pool_size(edge.model_copy(update={"detector_pool": 0}), cores=2) == 0
     assert detector_pool_size(EdgeSettings(cameras=cams[:3]), cores=16) == 3
-    frames = _frames(0, 4)
+    frames = clip_frames(0, 4)
     own = _centernet()
     want = [[(d.label, round(d.score, 3)) for d in own.detect(f) if d.score >= 0.3] for f in frames]
     dets = [make_detector(edge, min_score=0.3) for _ in cams]
     pools = {id(d._pool) for d in dets}  # type: ignore[attr-defined]
     assert len(pools) == 1 and len(InterpreterPool._shared) == 1
-    got: dict[int, list[list[tuple[str, float]]]] = {}
-
-    def camera(i: int) -> None:
-        got[i] = [[(d.label, round(d.score, 3)) for d in dets[i].detect(f)] for f in frames]
-
-    threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(cams))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    got = detect_in_threads(dets, frames)
     for i in range(len(cams)):
         assert got[i] == want, f"camera {i} got other detections through the pool"
     for d in dets:

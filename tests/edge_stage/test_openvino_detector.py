@@ -7,33 +7,17 @@ not recognise fails with a ModelError, never with wrong boxes.
 
 from __future__ import annotations
 
-import threading
-
-import cv2
 import numpy as np
-import numpy.typing as npt
 import pytest
 from pydantic import ValidationError
 
 from pipeline.edge_stage.detectors.openvino_centernet import decode_heads, heads_model
 from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector, InterpreterPool
 from pipeline.errors import ModelError
-from pipeline.settings import SAMPLE_CLIP, CameraSettings, EdgeSettings
-from tests.edge_stage.edge_helpers import needs_centernet, needs_clip
+from pipeline.settings import CameraSettings, EdgeSettings
+from tests.edge_stage.edge_helpers import clip_frames, detect_in_threads, needs_centernet, needs_clip
 
 pytestmark = [pytest.mark.unit]
-
-
-def _frames(count: int = 4, step: int = 15) -> list[npt.NDArray[np.uint8]]:
-    cap = cv2.VideoCapture(str(SAMPLE_CLIP))
-    out = []
-    for i in range(count * step):
-        ok, frame = cap.read()
-        assert ok
-        if i % step == 0:
-            out.append(frame)
-    cap.release()
-    return out
 
 
 def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
@@ -73,7 +57,7 @@ def test_openvino_f32_gives_litert_rows(size: int) -> None:
     )
     assert ov.input_size == (size, size) and ov.precision == "f32" and "-ov@" in ov.tag
     rows = 0
-    for frame in _frames():
+    for frame in clip_frames(0, 4, step=15):
         want, _ = litert.raw(frame)
         got, _ = ov.raw(frame)
         want = want[want[:, 4] >= 0.1]
@@ -91,7 +75,7 @@ def test_openvino_bf16_finds_the_same_people() -> None:
     litert = CenterNetDetector.from_package("fp32", num_threads=1, min_score=0.3)
     ov = CenterNetDetector.from_package("fp32", num_threads=1, min_score=0.3, runtime="openvino", precision="bf16")
     assert ov.precision in ("bf16", "f32") and ov.tag.startswith("centernet-fp32-ov-bf16@")
-    for frame in _frames():
+    for frame in clip_frames(0, 4, step=15):
         want = [d for d in litert.detect(frame) if d.label == "person" and d.score >= 0.45]
         got = [d for d in ov.detect(frame) if d.label == "person"]
         assert want
@@ -107,21 +91,12 @@ def test_openvino_pool_shares_one_compiled_model_across_cameras() -> None:
 
     cams = [CameraSettings(id=f"c{i}", source="x") for i in range(3)]
     edge = EdgeSettings(cameras=cams, detector_runtime="openvino", detector_pool=2)
-    frames = _frames(3)
+    frames = clip_frames(0, 3, step=15)
     own = CenterNetDetector.from_package("fp32", num_threads=1, min_score=0.3, runtime="openvino")
     want = [[(d.label, round(d.score, 3)) for d in own.detect(f)] for f in frames]
     dets = [make_detector(edge, min_score=0.3) for _ in cams]
     assert len({id(d._pool) for d in dets}) == 1  # type: ignore[attr-defined]
-    got: dict[int, list[list[tuple[str, float]]]] = {}
-
-    def camera(i: int) -> None:
-        got[i] = [[(d.label, round(d.score, 3)) for d in dets[i].detect(f)] for f in frames]
-
-    threads = [threading.Thread(target=camera, args=(i,)) for i in range(len(cams))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    got = detect_in_threads(dets, frames)
     assert all(got[i] == want for i in range(len(cams)))
     for d in dets:
         d.close()
