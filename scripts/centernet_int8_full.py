@@ -78,19 +78,13 @@ def convert(size: int, calibration: list[Any]) -> bytes:
     return data
 
 
-def iou(a: Any, b: Any) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return float(ix * iy / union) if union else 0.0
-
-
 def compare(path: Path, size: int, frames: list[Any], min_score: float = 0.35) -> None:
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
 
     from pipeline.edge_stage.detectors.openvino_centernet import decode_heads
     from pipeline.edge_stage.detectors.tflite_centernet import MODELS_DIR, LiteRtRunner
+    from pipeline.operators.tracking import iou
 
     float_runner = LiteRtRunner(MODELS_DIR / f"centernet_fp32{'' if size == 512 else f'_{size}'}.tflite", 1)
     int8 = Interpreter(model_path=str(path), num_threads=1).get_signature_runner("serving_default")

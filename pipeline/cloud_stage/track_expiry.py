@@ -2,12 +2,12 @@
 
 Rule state and incident ledger entries (``rule|cam|track``) and the track's cloud verdict
 (``cam|track``; ``cam`` is the ``site/cam`` camera key) are deleted when the track ends. An edge
-that crashes, or a ``track_ended``
-that was dead-lettered, would leave them in the tables for ever: months of such leftovers are
-a slow leak in every worker and in the changelog. This index remembers, per camera, the event
-time each track last appeared and deletes tracks silent for ``cloud.track_state_ttl_s`` while
-handling a later event of the same camera: that event's partition is the one the keys belong
-to (the events topic is keyed by camera), so the deletes are changelogged there.
+that crashes, or a ``track_ended`` that was dead-lettered, would leave them in the tables for
+ever: months of such leftovers are a slow leak in every worker and in the changelog. This index
+remembers, per camera, the event time each track last appeared and deletes tracks silent for
+``cloud.track_state_ttl_s`` while handling a later event of the same camera: that event's
+partition is the one the keys belong to (the events topic is keyed by camera), so the deletes
+are changelogged there.
 
 Bounded work: at most ``SWEEP_PER_EVENT`` tracks per event. The index is in memory and rebuilt
 from the tables after a rebalance (tracks then count from their last rule-state time).

@@ -9,7 +9,7 @@ import pytest
 from pipeline.edge_stage.detectors.base import Detector
 from pipeline.edge_stage.detectors.hog import HogPersonDetector
 from pipeline.edge_stage.detectors.mediapipe_extras import FaceDetector, PersonExtras
-from pipeline.operators.tracking import Tracker
+from pipeline.operators.tracking import Tracker, iou
 from tests.edge_stage.edge_helpers import clip_frames, detect_in_threads, needs_centernet, needs_clip
 
 pytestmark = [pytest.mark.unit, needs_clip]
@@ -84,12 +84,6 @@ def test_resized_centernet_finds_the_same_people(size: int) -> None:
     ref = [d for d in big.detect(frame) if d.label == "person" and d.score >= 0.5]
     got = [d for d in small.detect(frame) if d.label == "person"]
     assert ref, "frame 0 shows clearly visible people"
-
-    def iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-        ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-        iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-        union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-        return ix * iy / union if union else 0.0
 
     for r in ref:
         assert max((iou(r.box, g.box) for g in got), default=0.0) >= 0.5, f"{size} px missed {r}"

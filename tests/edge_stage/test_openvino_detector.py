@@ -14,17 +14,11 @@ from pydantic import ValidationError
 from pipeline.edge_stage.detectors.openvino_centernet import decode_heads, heads_model
 from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector, InterpreterPool
 from pipeline.errors import ModelError
+from pipeline.operators.tracking import iou
 from pipeline.settings import CameraSettings, EdgeSettings
 from tests.edge_stage.edge_helpers import clip_frames, detect_in_threads, needs_centernet, needs_clip
 
 pytestmark = [pytest.mark.unit]
-
-
-def _iou(a: tuple[float, ...], b: tuple[float, ...]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - ix * iy
-    return ix * iy / union if union else 0.0
 
 
 def test_decode_heads_finds_peaks_boxes_and_keeps_the_best() -> None:
@@ -80,8 +74,8 @@ def test_openvino_bf16_finds_the_same_people() -> None:
         got = [d for d in ov.detect(frame) if d.label == "person"]
         assert want
         for w in want:
-            best = max(got, key=lambda g: _iou(w.box, g.box))
-            assert _iou(w.box, best.box) >= 0.8 and abs(best.score - w.score) < 0.08, (w, best)
+            best = max(got, key=lambda g: iou(w.box, g.box))
+            assert iou(w.box, best.box) >= 0.8 and abs(best.score - w.score) < 0.08, (w, best)
 
 
 @needs_centernet

@@ -9,10 +9,10 @@ class (0-based COCO-80). The analysed region (motion ROI or full frame) is lette
 S-px input, top-left aligned.
 
 Runners (a LiteRT interpreter or an OpenVINO infer request): a detector owns one, or leases one
-from an :class:`InterpreterPool`
-shared by the cameras of a node (``make_detector`` does that when a node runs several cameras): K
-single-threaded interpreters for K cores serve any number of cameras, so N cameras cost K model
-copies and activation arenas instead of N, and never run more inference threads than cores.
+from an :class:`InterpreterPool` shared by the cameras of a node (``make_detector`` does that
+when a node runs several cameras): K single-threaded interpreters for K cores serve any number
+of cameras, so N cameras cost K model copies and activation arenas instead of N, and never run
+more inference threads than cores.
 """
 
 from __future__ import annotations
@@ -199,7 +199,6 @@ class CenterNetDetector(Detector):
             self._runner = load_runners(model_path, 1, num_threads, runtime, precision)[0]
         runner = self._runner if self._runner is not None else pool.any()  # type: ignore[union-attr]
         self.name, self.version = name, version
-        self.runtime = runtime
         # what the engine runs in: OpenVINO may answer f32 to a bf16 request (no bf16 on this CPU)
         self.precision = runner.precision
         self.size = runner.size
