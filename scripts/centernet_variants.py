@@ -229,6 +229,7 @@ def write_metadata(sizes: list[int]) -> None:
     (MODELS / "SHA256SUMS").write_text("".join(f"{sha256(p)}  {p.relative_to(ROOT).as_posix()}\n" for p in files))
     meta_path = EDGE_DIR / "models.json"
     meta = json.loads(meta_path.read_text())
+    before = {e["file"]: e for e in meta["models"]}
     entries = [e for e in meta["models"] if not str(e["file"]).startswith("centernet_fp32_")]
     base = next(e for e in entries if e["variant"] == "fp32")
     for size in sizes:
@@ -239,6 +240,11 @@ def write_metadata(sizes: list[int]) -> None:
         entry["input"]["shape"] = [1, size, size, 3]
         entry["output"]["layout"] = f"x1,y1,x2,y2 ({size}-px space), score, class (0-based COCO-80)"
         entry["converter"] += "; scripts/centernet_variants.py (re-sized from models/centernet/1)"
+        cal = before.get(path.name, {}).get("score_calibration")
+        if cal and cal.get("sha256") == entry["sha256"]:  # the same file: its calibration still holds
+            entry["score_calibration"] = cal
+        else:
+            log(f"{path.name}: re-run scripts/centernet_score_calibration.py (no calibration for this file)")
         entries.append(entry)
     meta["models"] = entries
     meta_path.write_text(json.dumps(meta, indent=2) + "\n")

@@ -96,7 +96,8 @@ def test_cameras_share_a_pool_of_interpreters() -> None:
 
     from pipeline.edge_stage.detectors import make_detector
     from pipeline.edge_stage.detectors.base import detector_pool_size
-    from pipeline.edge_stage.detectors.tflite_centernet import InterpreterPool
+    from pipeline.edge_stage.detectors.runner_pool import InterpreterPool
+    from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector
     from pipeline.settings import CameraSettings, EdgeSettings
 
     cams = [CameraSettings(id=f"c{i}", source="x") for i in range(4)]
@@ -106,7 +107,7 @@ def test_cameras_share_a_pool_of_interpreters() -> None:
     assert detector_pool_size(edge.model_copy(update={"detector_pool": 0}), cores=2) == 0
     assert detector_pool_size(EdgeSettings(cameras=cams[:3]), cores=16) == 3
     frames = clip_frames(0, 4)
-    own = _centernet()
+    own = CenterNetDetector.from_package("fp32", num_threads=2, min_score=0.3, input_size=edge.detector_input_size)
     want = [[(d.label, round(d.score, 3)) for d in own.detect(f) if d.score >= 0.3] for f in frames]
     dets = [make_detector(edge, min_score=0.3) for _ in cams]
     pools = {id(d._pool) for d in dets}  # type: ignore[attr-defined]
@@ -117,3 +118,59 @@ def test_cameras_share_a_pool_of_interpreters() -> None:
     for d in dets:
         d.close()
     assert not InterpreterPool._shared
+
+
+@needs_centernet
+def test_pool_grows_only_while_its_runners_are_busy() -> None:
+    """The pool starts with one interpreter and adds one only when, over a window, its runners were
+    busy >= grow_at of the time and a lease found none free; never beyond its size."""
+    from pipeline.edge_stage.detectors.runner_pool import InterpreterPool
+    from pipeline.edge_stage.detectors.tflite_centernet import MODELS_DIR
+
+    now = [0.0]
+    pool = InterpreterPool(MODELS_DIR / "centernet_fp32_320.tflite", 2, window_s=5.0, clock=lambda: now[0])
+    assert pool.live == 1
+    with pool.lease():  # 1 s busy in a 6 s window: 17 %
+        now[0] += 1.0
+    now[0] += 5.0
+    with pool.lease():
+        pass
+    assert not pool._grow_due and pool.live == 1
+    with pool.lease():  # busy the whole next window
+        now[0] += 5.0
+    assert pool._grow_due and pool.live == 1  # due, but nothing has waited yet
+    with pool.lease() as first, pool.lease() as second:  # none free and growth due: a second runner, no wait
+        assert second is not first
+    assert pool.live == 2 and not pool._grow_due
+    with pool.lease(), pool.lease():  # both busy a whole window: already at its size, so no growth is due
+        now[0] += 6.0
+    assert pool.live == 2 and not pool._grow_due
+
+
+@needs_centernet
+@pytest.mark.parametrize("size", [384, 320])
+def test_resized_centernet_scores_are_on_the_512_px_scale(size: int) -> None:
+    """The same people score alike at 512 px and (calibrated) at 384/320 px, so a min_score means
+    one operating point at every size; the raw small-file scores are clearly lower."""
+    from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector, ScoreCalibration
+
+    big = _centernet()
+    small = CenterNetDetector.from_package("fp32", num_threads=1, min_score=0.05, input_size=size)
+    cal = small.calibration
+    assert not cal.identity
+    for s in (0.1, 0.3, 0.35, 0.6):  # the runner's floor is the raw score that calibrates to min_score
+        assert cal.apply(np.array([cal.raw_floor(s)], np.float32))[0] == pytest.approx(s, abs=1e-4)
+    calibrated, raw = [], []
+    for frame in clip_frames(0, 6, step=10):
+        ref = [d for d in big.detect(frame) if d.label == "person" and d.score >= 0.15]
+        got = [d for d in small.detect(frame) if d.label == "person"]
+        for r in ref:
+            best = max(got, key=lambda g: iou(r.box, g.box), default=None)
+            if best is not None and iou(r.box, best.box) >= 0.5:
+                calibrated.append(best.score - r.score)
+                raw_score = float(ScoreCalibration(1 / cal.scale, -cal.shift / cal.scale).apply(
+                    np.array([best.score], np.float32))[0])  # fmt: skip
+                raw.append(raw_score - r.score)
+    assert len(calibrated) >= 20
+    off, off_raw = float(np.median(calibrated)), float(np.median(raw))
+    assert abs(off) < 0.02 and off_raw < -0.015 and abs(off) < abs(off_raw) / 2, (size, off, off_raw)

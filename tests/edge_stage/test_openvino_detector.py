@@ -12,7 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 from pipeline.edge_stage.detectors.openvino_centernet import decode_heads, heads_model
-from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector, InterpreterPool
+from pipeline.edge_stage.detectors.runner_pool import InterpreterPool
+from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector
 from pipeline.errors import ModelError
 from pipeline.operators.tracking import iou
 from pipeline.settings import CameraSettings, EdgeSettings
@@ -86,7 +87,9 @@ def test_openvino_pool_shares_one_compiled_model_across_cameras() -> None:
     cams = [CameraSettings(id=f"c{i}", source="x") for i in range(3)]
     edge = EdgeSettings(cameras=cams, detector_runtime="openvino", detector_pool=2)
     frames = clip_frames(0, 3, step=15)
-    own = CenterNetDetector.from_package("fp32", num_threads=1, min_score=0.3, runtime="openvino")
+    own = CenterNetDetector.from_package(
+        "fp32", num_threads=1, min_score=0.3, runtime="openvino", input_size=edge.detector_input_size
+    )
     want = [[(d.label, round(d.score, 3)) for d in own.detect(f)] for f in frames]
     dets = [make_detector(edge, min_score=0.3) for _ in cams]
     assert len({id(d._pool) for d in dets}) == 1  # type: ignore[attr-defined]

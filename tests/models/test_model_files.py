@@ -76,6 +76,10 @@ def test_models_json_describes_tflite_files() -> None:
         assert e["size"] == path.stat().st_size
         assert e["input_size"][0] == e["input_size"][1] and e["input_size"][0] % 32 == 0
         assert e["labels"] == "coco80"
+        if e["input_size"][0] != 512:  # re-sized files are calibrated onto 512 px's scores, for this very file
+            cal = e["score_calibration"]
+            assert cal["sha256"] == e["sha256"], f"{e['file']} changed: re-run scripts/centernet_score_calibration.py"
+            assert 0.3 < cal["logit_scale"] < 3 and cal["pairs"] >= 200
     assert (EDGE_MODELS / "LICENSE.human-models").is_file()
 
 

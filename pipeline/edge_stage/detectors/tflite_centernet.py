@@ -9,21 +9,17 @@ class (0-based COCO-80). The analysed region (motion ROI or full frame) is lette
 S-px input, top-left aligned.
 
 Runners (a LiteRT interpreter or an OpenVINO infer request): a detector owns one, or leases one
-from an :class:`InterpreterPool` shared by the cameras of a node (``make_detector`` does that
-when a node runs several cameras): K single-threaded interpreters for K cores serve any number
-of cameras, so N cameras cost K model copies and activation arenas instead of N, and never run
-more inference threads than cores.
+from the :class:`~pipeline.edge_stage.detectors.runner_pool.InterpreterPool` shared by the cameras
+of a node (``make_detector`` does that when a node runs several cameras).
 """
 
 from __future__ import annotations
 
 import json
-import queue
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Union
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,12 +27,10 @@ from ai_edge_litert.interpreter import Interpreter
 
 from pipeline.edge_stage.capture import Image
 from pipeline.edge_stage.detectors.base import Detector, Roi, clip_box, letterbox
+from pipeline.edge_stage.detectors.runner_pool import InterpreterPool, Runner, runner_factory
 from pipeline.errors import ModelError
 from pipeline.operators.coco import COCO80, label_of
 from pipeline.operators.tracking import Detection
-
-if TYPE_CHECKING:
-    from pipeline.edge_stage.detectors.openvino_centernet import OpenVinoRunner
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 
@@ -62,6 +56,57 @@ def model_version(variant: str, models_dir: Path = MODELS_DIR) -> str:
         if meta.get("version") is not None:
             return str(meta["version"])
     return "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreCalibration:
+    """Puts a re-sized file's scores on the 512 px file's scale: logit(s') = scale * logit(s) + shift.
+
+    Why: CenterNet's scores fall as its input shrinks (a person covers fewer heatmap cells), and
+    every threshold downstream (a camera's ``min_score``, a rule's fused ``min_score``, the hard
+    examples' suggestions) is set in the 512 px file's units. Uncalibrated, 384 px at 0.35 lost
+    1.5 recall points and its tracks fell under the rules' 0.5, so lines lost crossings through
+    the pipeline (benchmarks/RESULTS.md). The two numbers are fitted without ground truth by
+    ``scripts/centernet_score_calibration.py`` (least squares in logit space on person boxes both
+    sizes find in the same frames) and kept in ``models.json`` beside the file they describe.
+    """
+
+    scale: float = 1.0
+    shift: float = 0.0
+
+    @property
+    def identity(self) -> bool:
+        return self.scale == 1.0 and self.shift == 0.0
+
+    def apply(self, scores: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if self.identity:
+            return scores
+        p = np.clip(scores.astype(np.float64), 1e-6, 1 - 1e-6)
+        z = self.scale * np.log(p / (1 - p)) + self.shift
+        return np.asarray(1.0 / (1.0 + np.exp(-z)), np.float32)
+
+    def raw_floor(self, score: float) -> float:
+        """The raw score that maps to ``score`` (the runner's cut-off before calibration)."""
+        if self.identity or not 0.0 < score < 1.0:
+            return score
+        z = (math.log(score / (1 - score)) - self.shift) / self.scale
+        return 1.0 / (1.0 + math.exp(-z))
+
+
+def score_calibration(file_name: str, models_dir: Path = MODELS_DIR) -> ScoreCalibration:
+    """The ``score_calibration`` of ``file_name`` in ``models.json`` (identity when it has none)."""
+    try:
+        meta: Any = json.loads((models_dir / "models.json").read_text())
+        entry = next(e for e in meta["models"] if e.get("file") == file_name)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return ScoreCalibration()
+    cal = entry.get("score_calibration")
+    if not isinstance(cal, dict):
+        return ScoreCalibration()
+    try:
+        return ScoreCalibration(float(cal["logit_scale"]), float(cal["logit_shift"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"models.json: bad score_calibration for {file_name}: {exc}") from exc
 
 
 class LiteRtRunner:
@@ -106,78 +151,6 @@ class LiteRtRunner:
         return np.asarray(out, np.float32)
 
 
-Runner = Union[LiteRtRunner, "OpenVinoRunner"]
-
-
-def load_runners(model_path: Path, count: int, num_threads: int, runtime: str, precision: str) -> list[Runner]:
-    """``count`` runners of one model file on ``runtime`` (OpenVINO: one compiled model, its
-    weights held once, and ``count`` infer requests; LiteRT: ``count`` interpreters)."""
-    if runtime == "openvino":
-        from pipeline.edge_stage.detectors.openvino_centernet import OpenVinoCenterNet
-
-        model = OpenVinoCenterNet(model_path, num_threads, precision)
-        return [model.runner() for _ in range(count)]
-    if runtime != "litert":
-        raise ModelError(f"unknown detector runtime {runtime!r} (litert or openvino)")
-    return [LiteRtRunner(model_path, num_threads) for _ in range(count)]
-
-
-class InterpreterPool:
-    """``size`` runners (interpreters or infer requests) of one model file; a detect call leases
-    one, waiting while all are busy.
-
-    Shared by every camera thread of a node through :meth:`shared`, released when the last user
-    closes. Measured (benchmarks/RESULTS.md, scale): one single-threaded interpreter per core
-    serves the cameras of a node with less CPU and memory than one 2-thread interpreter per camera.
-    """
-
-    _shared: dict[tuple[str, int, int, str, str], InterpreterPool] = {}
-    _shared_lock = threading.Lock()
-
-    def __init__(
-        self, model_path: Path, size: int, num_threads: int = 1, runtime: str = "litert", precision: str = "f32"
-    ) -> None:
-        self.model_path, self.size, self.num_threads = model_path, size, num_threads
-        self._free: queue.Queue[Runner] = queue.Queue()
-        for runner in load_runners(model_path, size, num_threads, runtime, precision):
-            self._free.put(runner)
-        self.users = 0
-        self.key = (str(model_path), size, num_threads, runtime, precision)
-
-    @classmethod
-    def shared(
-        cls, model_path: Path, size: int, num_threads: int = 1, runtime: str = "litert", precision: str = "f32"
-    ) -> InterpreterPool:
-        """The node-wide pool for this file, size and runtime (created on first use); counts the new user."""
-        key = (str(model_path), size, num_threads, runtime, precision)
-        with cls._shared_lock:
-            pool = cls._shared.get(key)
-            if pool is None:
-                pool = cls._shared[key] = cls(model_path, size, num_threads, runtime, precision)
-            pool.users += 1
-            return pool
-
-    def release_user(self) -> None:
-        with self._shared_lock:
-            self.users -= 1
-            if self.users <= 0 and self._shared.get(self.key) is self:
-                del self._shared[self.key]
-
-    def any(self) -> Runner:
-        """A runner to read the model's size from (not to run)."""
-        runner = self._free.get()
-        self._free.put(runner)
-        return runner
-
-    @contextmanager
-    def lease(self) -> Iterator[Runner]:
-        runner = self._free.get()
-        try:
-            yield runner
-        finally:
-            self._free.put(runner)
-
-
 class CenterNetDetector(Detector):
     labels = COCO80
 
@@ -192,11 +165,13 @@ class CenterNetDetector(Detector):
         pool: InterpreterPool | None = None,
         runtime: str = "litert",
         precision: str = "f32",
+        calibration: ScoreCalibration | None = None,
     ) -> None:
         self._pool = pool
+        self.calibration = calibration or ScoreCalibration()
         self._runner: Runner | None = None
         if pool is None:
-            self._runner = load_runners(model_path, 1, num_threads, runtime, precision)[0]
+            self._runner = runner_factory(model_path, num_threads, runtime, precision)()
         runner = self._runner if self._runner is not None else pool.any()  # type: ignore[union-attr]
         self.name, self.version = name, version
         # what the engine runs in: OpenVINO may answer f32 to a bf16 request (no bf16 on this CPU)
@@ -218,7 +193,7 @@ class CenterNetDetector(Detector):
         runtime: str = "litert",
         precision: str = "f32",
     ) -> CenterNetDetector:
-        """A packaged model; ``pool_size`` > 0: lease from the node's shared pool of that many."""
+        """A packaged model; ``pool_size`` > 0: lease from the node's shared pool of at most that many."""
         suffix = "" if input_size == 512 else f"_{input_size}"
         path = models_dir / f"centernet_{variant}{suffix}.tflite"
         if not path.is_file():
@@ -236,17 +211,25 @@ class CenterNetDetector(Detector):
             pool=pool,
             runtime=runtime,
             precision=precision,
+            calibration=score_calibration(path.name, models_dir),
         )
 
     def raw(self, frame_bgr: Image, roi: Roi | None = None) -> tuple[Image, Any]:
-        """The model's rows (x1, y1, x2, y2, score, class) for the letterboxed region, and the letterbox."""
+        """The model's rows (x1, y1, x2, y2, score, class) for the letterboxed region, and the
+        letterbox; scores calibrated onto the 512 px file's scale (:class:`ScoreCalibration`)."""
         lb = letterbox(frame_bgr, roi, self.size)
         x = lb.image[:, :, ::-1].astype(np.float32)[None]
+        floor = self.calibration.raw_floor(self.min_score)
         if self._runner is not None:
-            return self._runner.run(x, self.min_score), lb
-        assert self._pool is not None
-        with self._pool.lease() as runner:
-            return runner.run(x, self.min_score), lb
+            out = self._runner.run(x, floor)
+        else:
+            assert self._pool is not None
+            with self._pool.lease() as runner:
+                out = runner.run(x, floor)
+        if not self.calibration.identity:
+            out = out.copy()
+            out[:, 4] = self.calibration.apply(out[:, 4])
+        return out, lb
 
     def close(self) -> None:
         if self._pool is not None:
