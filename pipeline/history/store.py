@@ -15,7 +15,9 @@ psycopg); no literal question mark appears in it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 import time
@@ -28,6 +30,8 @@ from typing import Any
 from pipeline.errors import ConfigError
 from pipeline.history.migrations import MIGRATIONS, MIGRATIONS_TABLE, Dialect, render
 from pipeline.operators.schema import Alert
+
+log = logging.getLogger(__name__)
 
 PG_MIGRATION_LOCK = 0x70_69_70_65  # pg_advisory_xact_lock key: "pipe"
 
@@ -143,10 +147,29 @@ class HistoryStore:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=FULL")
         else:
-            import psycopg  # only the PostgreSQL deployments need it
-
             self.where = url.split("@")[-1]  # host:port/db, no credentials in logs
-            self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
+            self._url = url
+            self._conn = self._pg_connect()
+        self.reconnects = 0
+
+    def _pg_connect(self) -> Any:
+        import psycopg  # only the PostgreSQL deployments need it
+
+        return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+
+    def _connection(self) -> Any:
+        """The connection, made again when PostgreSQL dropped the old one (a server restart, a
+        failover, an idle timeout): psycopg never reconnects by itself, so without this a store
+        stayed broken until its process restarted while the consumer retried the same batch.
+        The statement that met the broken connection fails as before (the consumer retries it);
+        the next one runs on a new connection. Called with ``_lock`` held."""
+        if self.dialect == "postgresql" and (self._conn.closed or self._conn.broken):
+            with contextlib.suppress(Exception):  # already broken: nothing to close cleanly
+                self._conn.close()
+            self._conn = self._pg_connect()
+            self.reconnects += 1
+            log.warning("history: connection to %s was lost; reconnected (%d so far)", self.where, self.reconnects)
+        return self._conn
 
     # ------------------------------------------------------------------ plumbing
 
@@ -156,8 +179,9 @@ class HistoryStore:
     @contextmanager
     def _transaction(self, *, exclusive: bool = False) -> Iterator[Any]:
         with self._lock:
+            conn = self._connection()
             if self.dialect == "sqlite":
-                cur = self._conn.cursor()
+                cur = conn.cursor()
                 cur.execute("BEGIN IMMEDIATE" if exclusive else "BEGIN")
                 try:
                     yield cur
@@ -166,12 +190,12 @@ class HistoryStore:
                     raise
                 cur.execute("COMMIT")
             else:
-                with self._conn.transaction(), self._conn.cursor() as cur:
+                with conn.transaction(), conn.cursor() as cur:
                     yield cur
 
     def _query(self, statement: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._lock:
-            cur = self._conn.cursor()
+            cur = self._connection().cursor()
             try:
                 cur.execute(self._sql(statement), tuple(params))
                 return list(cur.fetchall())

@@ -110,3 +110,30 @@ def test_crops_are_kept_under_the_cap() -> None:
     assert prepare_crop(base64.b64encode(b"junk").decode(), max_bytes=2, blur="none") == "crop_not_jpeg"
     blurred = prepare_crop(base64.b64encode(crop_jpeg()).decode(), max_bytes=24 * 1024, blur="person_head")
     assert isinstance(blurred, bytes)
+
+
+def test_postgres_connection_dropped_by_the_server_is_made_again(postgres_server) -> None:  # type: ignore[no-untyped-def]
+    """A server restart or failover drops the store's session: the statement that meets it fails
+    (the consumer retries that batch), and the next one runs on a new connection."""
+    import uuid
+
+    import psycopg
+
+    url = postgres_server.create_database(f"h{uuid.uuid4().hex[:10]}")
+    store = HistoryStore(url)
+    store.migrate()
+    try:
+        alerts = [make_alert(n) for n in range(4)]
+        assert store.write(stored(alerts[:2])).inserted == 2
+        with psycopg.connect(url, autocommit=True) as admin:  # what the server does to us on a restart
+            ended = admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            ).fetchall()
+        assert ended == [(True,)]
+        with pytest.raises(psycopg.OperationalError):
+            store.write(stored(alerts[2:]))
+        assert store.write(stored(alerts[2:])).inserted == 2
+        assert store.count(AlertQuery()) == 4 and store.reconnects == 1
+    finally:
+        store.close()
