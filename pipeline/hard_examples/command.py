@@ -17,7 +17,7 @@ def register(subparsers: Any) -> None:
     he = sub.add_parser(
         "hard-examples",
         help="Disagreement rate over time, most confused classes, per camera and model version (+ PNG).",
-        description="Reads <dataset>/labels/<cam>/<day>.jsonl (written by `pipeline cloud` with"
+        description="Reads <dataset>/labels/<site>/<cam>/<day>.jsonl (written by `pipeline cloud` with"
         " hard_examples.enabled) and writes report.json, report.md and hard_examples.png to --out.",
     )
     he.add_argument("--dataset", type=Path, help="Dataset directory (default hard_examples.dataset_dir).")
@@ -43,7 +43,10 @@ def register(subparsers: Any) -> None:
     th.add_argument("--beta", type=float, default=1.0, help="F-beta: >1 weighs recall more, <1 precision.")
     th.add_argument("--min-examples", type=int, default=30, help="Cameras with fewer examples are left alone.")
     th.add_argument("--publish", action="store_true", help="Send the suggested min_score as camera config.")
-    th.add_argument("--site", help="Site id of the cameras (required with --publish).")
+    th.add_argument(
+        "--site",
+        help="Only the cameras of this site (records carry their site; older datasets without one need it to publish).",
+    )
     th.set_defaults(func=_run_thresholds)
 
 
@@ -55,11 +58,11 @@ def _dataset(args: argparse.Namespace, settings: Settings) -> Path:
 
 
 def _run_report(args: argparse.Namespace, settings: Settings) -> int:
-    from pipeline.hard_examples.report import write_report
+    from pipeline.hard_examples.report import camera_name, write_report
 
     rep = write_report(_dataset(args, settings), args.out, args.bucket)
     for g in rep["groups"]:
-        print(f"{g['cam']:16s} {g['model']:40s} examples={g['examples']} {g['by_kind']}")
+        print(f"{camera_name(g):24s} {g['model']:40s} examples={g['examples']} {g['by_kind']}")
     print(f"wrote {args.out / 'report.json'}, report.md, hard_examples.png ({rep['examples']} records)")
     return 0
 
@@ -76,16 +79,17 @@ def _run_thresholds(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.hard_examples.report import load_records
     from pipeline.hard_examples.thresholds import suggest_all, write_outputs
 
-    if args.publish and not args.site:
-        raise ConfigError("--publish needs --site (the site id of the cameras)")
-    suggestions = suggest_all(load_records(_dataset(args, settings)), beta=args.beta, min_examples=args.min_examples)
+    records = load_records(_dataset(args, settings))
+    if args.site:
+        records = [r for r in records if r.get("site", args.site) == args.site]
+    suggestions = suggest_all(records, beta=args.beta, min_examples=args.min_examples)
     write_outputs(suggestions, args.out)
     changes = []
     for s in suggestions:
         now = f"{s.at_lowest.precision:.2f}/{s.at_lowest.recall:.2f}" if s.at_lowest else "-"
         new = f"{s.at_suggested.precision:.2f}/{s.at_suggested.recall:.2f}" if s.at_suggested else "-"
         target = f"{s.suggested:.3f}" if s.suggested is not None else "keep"
-        print(f"{s.cam:16s} {s.model:40s} n={s.examples:<5d} lowest={s.lowest_score:.3f} -> {target:6s}"
+        print(f"{s.camera:24s} {s.model:40s} n={s.examples:<5d} lowest={s.lowest_score:.3f} -> {target:6s}"
               f" P/R {now} -> {new}  ({s.reason})")  # fmt: skip
         if s.suggested is not None:
             changes.append(s)
@@ -93,8 +97,11 @@ def _run_thresholds(args: argparse.Namespace, settings: Settings) -> int:
     if args.publish and changes:
         from pipeline.cloud_stage.command import config_record, produce_configs
 
-        records = [(s.cam, config_record(args.site, s.cam, {"min_score": s.suggested})) for s in changes]
-        for line in produce_configs(settings, records):
+        unsited = [s.cam for s in changes if not (s.site or args.site)]
+        if unsited:
+            raise ConfigError(f"records of {', '.join(unsited)} carry no site: publish them with --site")
+        configs = [(s.cam, config_record(s.site or args.site, s.cam, {"min_score": s.suggested})) for s in changes]
+        for line in produce_configs(settings, configs):
             print(line)
     elif args.publish:
         print("nothing to publish: every camera keeps its threshold")

@@ -2,9 +2,13 @@
 
 Layout (one day = UTC date of the event's capture time)::
 
-    <dataset>/images/<cam>/<day>/<event_id>.jpg    the edge's crop, privacy-blurred as configured
-    <dataset>/labels/<cam>/<day>.jsonl            one record per example (see ``record``)
-    <dataset>/labels/<cam>/<day>.counts.json      kept / bytes / dropped (by reason) of that day
+    <dataset>/images/<site>/<cam>/<day>/<event_id>.jpg  the edge's crop, privacy-blurred as configured
+    <dataset>/labels/<site>/<cam>/<day>.jsonl          one record per example (see ``record``)
+    <dataset>/labels/<site>/<cam>/<day>.counts.json    kept / bytes / dropped (by reason) of that day
+
+A camera is its site and id (camera ids are unique within a site only: every node's first camera
+is ``cam-1``), so two sites' ``cam-1`` keep their own caps, reports and threshold suggestions.
+Datasets written before, with ``<cam>`` directly under ``images/`` and ``labels/``, still read.
 
 Each camera and day is bounded (``hard_examples.max_per_camera_day`` examples and
 ``max_bytes_per_camera_day`` image bytes); examples beyond are dropped and counted. A replayed
@@ -51,7 +55,7 @@ class HardExampleRecorder:
         self.s = settings
         self.root = settings.dataset_dir
         self.metrics = metrics or Registry()
-        self._counts: dict[tuple[str, str], dict[str, Any]] = {}
+        self._counts: dict[tuple[Path, str], dict[str, Any]] = {}
         self._lock = threading.Lock()
 
     def consider(self, ev: Event, verdict: Verdict) -> str | None:
@@ -68,7 +72,7 @@ class HardExampleRecorder:
             log.warning("hard example %s not written: %s", ev.id, exc)
             return None
 
-    def _counts_for(self, cam: str, day: str) -> dict[str, Any]:
+    def _counts_for(self, cam: Path, day: str) -> dict[str, Any]:
         key = (cam, day)
         if key not in self._counts:
             path = self.root / "labels" / cam / f"{day}.counts.json"
@@ -78,12 +82,12 @@ class HardExampleRecorder:
                 self._counts[key] = {"kept": 0, "bytes": 0, "dropped": {}}
         return self._counts[key]
 
-    def _drop(self, counts: dict[str, Any], cam: str, day: str, reason: str) -> None:
+    def _drop(self, counts: dict[str, Any], cam: Path, day: str, reason: str) -> None:
         counts["dropped"][reason] = counts["dropped"].get(reason, 0) + 1
         self.metrics.inc("hard_examples_dropped_total", help="Hard examples not kept.", reason=reason)
         self._save_counts(cam, day, counts)
 
-    def _save_counts(self, cam: str, day: str, counts: dict[str, Any]) -> None:
+    def _save_counts(self, cam: Path, day: str, counts: dict[str, Any]) -> None:
         path = self.root / "labels" / cam / f"{day}.counts.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -110,23 +114,24 @@ class HardExampleRecorder:
 
     def _write(self, ev: Event, verdict: Verdict, chosen: Selected) -> str | None:
         day = day_of(ev.ts)
-        rel = Path("images") / ev.cam / day / f"{ev.id}.jpg"
+        cam = Path(ev.site) / ev.cam  # site and id: see the module docstring
+        rel = Path("images") / cam / day / f"{ev.id}.jpg"
         with self._lock:
-            counts = self._counts_for(ev.cam, day)
+            counts = self._counts_for(cam, day)
             if (self.root / rel).exists():
                 return None  # replayed event: recorded already
             if counts["kept"] >= self.s.max_per_camera_day:
-                self._drop(counts, ev.cam, day, "count_cap")
+                self._drop(counts, cam, day, "count_cap")
                 return None
             image = self._image(ev, verdict)
             if image is None:
-                self._drop(counts, ev.cam, day, "bad_crop")
+                self._drop(counts, cam, day, "bad_crop")
                 return None
             jpeg, w, h = image
             if counts["bytes"] + len(jpeg) > self.s.max_bytes_per_camera_day:
-                self._drop(counts, ev.cam, day, "bytes_cap")
+                self._drop(counts, cam, day, "bytes_cap")
                 return None
-            labels = self.root / "labels" / ev.cam / f"{day}.jsonl"
+            labels = self.root / "labels" / cam / f"{day}.jsonl"
             labels.parent.mkdir(parents=True, exist_ok=True)
             (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
             tmp = (self.root / rel).with_suffix(".tmp")
@@ -141,8 +146,10 @@ class HardExampleRecorder:
                 raise
             counts["kept"] += 1
             counts["bytes"] += len(jpeg)
-            self._save_counts(ev.cam, day, counts)
-        self.metrics.inc("hard_examples_total", help="Hard examples recorded.", kind=chosen.kind, cam=ev.cam)
+            self._save_counts(cam, day, counts)
+        self.metrics.inc(
+            "hard_examples_total", help="Hard examples recorded.", kind=chosen.kind, site=ev.site, cam=ev.cam
+        )
         return chosen.kind
 
 

@@ -7,7 +7,7 @@ For each camera and edge model version (the events' ``det``):
   ``d / (d + a / agreement_rate)`` (agreements are only a sample; None when the rate is 0);
 - the most confused pairs ``edge label -> cloud label`` ("background": the heavy model saw
   nothing of the edge's label) over the disagreements;
-- the drops of the size caps (``labels/<cam>/<day>.counts.json``).
+- the drops of the size caps (``labels/<site>/<cam>/<day>.counts.json``).
 
 Writes ``report.json``, ``report.md`` and ``hard_examples.png`` (matplotlib, Agg backend).
 """
@@ -24,8 +24,9 @@ from pipeline.hard_examples.selection import DISAGREEMENTS
 
 
 def load_records(dataset: Path) -> list[dict[str, Any]]:
+    """Every record, from ``labels/<site>/<cam>/`` (and ``labels/<cam>/`` of older datasets)."""
     out = []
-    for path in sorted((dataset / "labels").glob("*/*.jsonl")):
+    for path in sorted((dataset / "labels").rglob("*.jsonl")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line.strip():
                 out.append(json.loads(line))
@@ -34,9 +35,9 @@ def load_records(dataset: Path) -> list[dict[str, Any]]:
 
 def load_drops(dataset: Path) -> dict[str, dict[str, int]]:
     drops: dict[str, Counter[str]] = defaultdict(Counter)
-    for path in sorted((dataset / "labels").glob("*/*.counts.json")):
+    for path in sorted((dataset / "labels").rglob("*.counts.json")):
         counts = json.loads(path.read_text())
-        drops[path.parent.name].update(counts.get("dropped", {}))
+        drops[path.parent.relative_to(dataset / "labels").as_posix()].update(counts.get("dropped", {}))
     return {cam: dict(c) for cam, c in drops.items()}
 
 
@@ -62,11 +63,11 @@ def estimated_rate(disagreements: int, agreements: int, rate: float) -> float | 
 
 
 def build_report(records: list[dict[str, Any]], bucket: str = "day", top: int = 5) -> dict[str, Any]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        groups[(r["cam"], r["edge"]["det"])].append(r)
+        groups[(r.get("site", ""), r["cam"], r["edge"]["det"])].append(r)
     out: list[dict[str, Any]] = []
-    for (cam, det), recs in sorted(groups.items()):
+    for (site, cam, det), recs in sorted(groups.items()):
         buckets: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for r in recs:
             buckets[bucket_of(r["ts"], bucket)].append(r)
@@ -79,6 +80,7 @@ def build_report(records: list[dict[str, Any]], bucket: str = "day", top: int = 
                            "agreement_rate": rate, "disagreement_rate": estimated_rate(d, a, rate)})  # fmt: skip
         pairs = Counter(p for r in recs for p in confusion_pairs(r))
         out.append({
+            "site": site,
             "cam": cam,
             "model": det,
             "examples": len(recs),
@@ -95,13 +97,18 @@ def build_report(records: list[dict[str, Any]], bucket: str = "day", top: int = 
     }
 
 
+def camera_name(group: dict[str, Any]) -> str:
+    """``site/cam`` (``cam`` alone for records of datasets written before sites were recorded)."""
+    return f"{group['site']}/{group['cam']}" if group.get("site") else str(group["cam"])
+
+
 def _markdown(rep: dict[str, Any], drops: dict[str, dict[str, int]]) -> str:
     header = "| camera | model | bucket | examples | disagreements | agreements (sampled) | est. disagreement rate |"
     lines = [f"# Hard examples: {rep['examples']} records", "", header, "|---|---|---|---|---|---|---|"]
     for g in rep["groups"]:
         for s in g["series"]:
             rate = "n/a" if s["disagreement_rate"] is None else f"{s['disagreement_rate']:.1%}"
-            lines.append(f"| {g['cam']} | {g['model']} | {s['bucket']} | {s['examples']} | {s['disagreements']} |"
+            lines.append(f"| {camera_name(g)} | {g['model']} | {s['bucket']} | {s['examples']} | {s['disagreements']} |"
                          f" {s['agreements_sampled']} | {rate} |")  # fmt: skip
     lines += ["", "## Most confused (edge -> cloud)", ""]
     lines += [f"- {c['edge']} -> {c['cloud']}: {c['count']}" for c in rep["confused"]] or ["- none"]
@@ -120,7 +127,7 @@ def _plot(rep: dict[str, Any], path: Path) -> None:
     for g in rep["groups"]:
         pts = [(s["bucket"], s["disagreement_rate"]) for s in g["series"] if s["disagreement_rate"] is not None]
         if pts:
-            ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{g['cam']} {g['model']}")
+            ax1.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=f"{camera_name(g)} {g['model']}")
     ax1.set_title("estimated disagreement rate")
     ax1.set_ylim(0, 1)
     ax1.set_xlabel(rep["bucket"])

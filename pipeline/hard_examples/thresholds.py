@@ -44,6 +44,11 @@ class Suggestion:
     at_lowest: Point | None
     at_suggested: Point | None
     curve: list[Point]
+    site: str = ""  # "" for records of datasets written before sites were recorded
+
+    @property
+    def camera(self) -> str:
+        return f"{self.site}/{self.cam}" if self.site else self.cam
 
 
 def _weight(record: dict[str, Any]) -> float:
@@ -79,11 +84,11 @@ def curve(records: list[dict[str, Any]], beta: float = 1.0) -> list[Point]:
 
 
 def suggest(cam: str, model: str, records: list[dict[str, Any]], *, beta: float = 1.0,
-            min_examples: int = 30) -> Suggestion:  # fmt: skip
+            min_examples: int = 30, site: str = "") -> Suggestion:  # fmt: skip
     pts = curve(records, beta)
     contradicted = sum(r["kind"] == "contradicted" for r in records)
     lowest = min((float(r["edge"]["score"]) for r in records), default=0.0)
-    base = {"cam": cam, "model": model, "examples": len(records), "contradicted": contradicted,
+    base = {"site": site, "cam": cam, "model": model, "examples": len(records), "contradicted": contradicted,
             "lowest_score": round(lowest, 4), "curve": pts, "at_lowest": pts[0] if pts else None}  # fmt: skip
     if len(records) < min_examples:
         return Suggestion(**base, suggested=None, at_suggested=None,
@@ -100,16 +105,17 @@ def suggest(cam: str, model: str, records: list[dict[str, Any]], *, beta: float 
 
 
 def suggest_all(records: list[dict[str, Any]], *, beta: float = 1.0, min_examples: int = 30) -> list[Suggestion]:
-    """One suggestion per camera, from the records of the model version it reported last (a new
-    model has other score statistics: older versions' records would mislead)."""
-    by_cam: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    """One suggestion per camera (site and id: two sites' ``cam-1`` are two cameras), from the
+    records of the model version it reported last (a new model has other score statistics: older
+    versions' records would mislead)."""
+    by_cam: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in records:
-        by_cam[r["cam"]].append(r)
+        by_cam[(r.get("site", ""), r["cam"])].append(r)
     out = []
-    for cam, recs in sorted(by_cam.items()):
+    for (site, cam), recs in sorted(by_cam.items()):
         model = max(recs, key=lambda r: r["ts"])["edge"]["det"]
         out.append(suggest(cam, model, [r for r in recs if r["edge"]["det"] == model], beta=beta,
-                           min_examples=min_examples))  # fmt: skip
+                           min_examples=min_examples, site=site))  # fmt: skip
     return out
 
 
@@ -131,7 +137,7 @@ def write_outputs(suggestions: list[Suggestion], out: Path) -> None:
         ax.plot(xs, [p.f for p in s.curve], label="F", linestyle="--")
         if s.suggested is not None:
             ax.axvline(s.suggested, color="k", linewidth=0.8)
-        ax.set_title(f"{s.cam} ({s.model}): {s.examples} examples, {s.reason}", fontsize=9)
+        ax.set_title(f"{s.camera} ({s.model}): {s.examples} examples, {s.reason}", fontsize=9)
         ax.set_xlabel("edge min_score")
         ax.set_ylim(0, 1.02)
         ax.legend(fontsize=7, loc="lower left")

@@ -63,3 +63,53 @@ def test_curve_is_monotone_and_starts_with_everything_kept(items: list[tuple[flo
     if any(k != "contradicted" for _, k in items):
         assert pts[0].recall == 1.0
     assert all(0 <= p.precision <= 1 and 0 <= p.f <= 1 for p in pts)
+
+
+def test_two_sites_cameras_with_one_id_get_their_own_threshold() -> None:
+    """Camera ids are unique within a site only: site a's cam-1 sends junk the cloud contradicts,
+    site b's cam-1 does not. Keyed by id alone they shared one suggestion."""
+    junk = [{**rec(0.1 + 0.01 * i, "contradicted"), "site": "a"} for i in range(20)]
+    good = [{**rec(0.5 + 0.02 * i, "agreement"), "site": "a"} for i in range(20)]
+    other = [{**rec(0.3 + 0.02 * i, "agreement"), "site": "b"} for i in range(20)]
+    by_camera = {s.camera: s for s in suggest_all(junk + good + other, min_examples=10)}
+    assert set(by_camera) == {"a/cam-1", "b/cam-1"}
+    assert by_camera["a/cam-1"].suggested is not None and by_camera["a/cam-1"].suggested > 0.29
+    assert by_camera["b/cam-1"].suggested is None and by_camera["b/cam-1"].examples == 20
+
+
+def test_recorder_keeps_each_sites_camera_apart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two sites' cam-1: their own directories, day caps and report groups; records carry the site."""
+    import base64
+    from dataclasses import replace
+
+    import cv2
+    import numpy as np
+
+    from pipeline.cloud_stage.verification import Verdict
+    from pipeline.hard_examples.recorder import HardExampleRecorder
+    from pipeline.hard_examples.report import build_report, load_records
+    from pipeline.settings import HardExampleSettings
+    from tests.bridge.bridge_helpers import make_event
+
+    ok, jpeg = cv2.imencode(".jpg", np.full((64, 32, 3), 128, np.uint8))
+    assert ok
+    crop = base64.b64encode(jpeg.tobytes()).decode()
+    settings = HardExampleSettings(enabled=True, dataset_dir=tmp_path, max_per_camera_day=2, blur="none")
+    recorder = HardExampleRecorder(settings)
+    verdict = Verdict(cloud_score=0.1, fused_score=0.2, verification="contradicted", model="m@1")
+    kept = {
+        site: [recorder.consider(replace(make_event("cam-1", n, site=site), crop=crop), verdict)
+               for n in range(3)]
+        for site in ("a", "b")
+    }  # fmt: skip
+    assert kept == {"a": ["contradicted", "contradicted", None], "b": ["contradicted", "contradicted", None]}
+    assert sorted(p.relative_to(tmp_path).parts[:3] for p in (tmp_path / "labels").rglob("*.jsonl")) == [
+        ("labels", "a", "cam-1"), ("labels", "b", "cam-1"),
+    ]  # fmt: skip
+    records = load_records(tmp_path)
+    assert sorted(r["site"] for r in records) == ["a", "a", "b", "b"]
+    assert all(
+        (tmp_path / r["image"]).is_file() and r["image"].startswith(f"images/{r['site']}/cam-1/") for r in records
+    )
+    groups = build_report(records)["groups"]
+    assert [(g["site"], g["cam"], g["examples"]) for g in groups] == [("a", "cam-1", 2), ("b", "cam-1", 2)]
