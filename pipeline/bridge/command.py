@@ -19,7 +19,7 @@ DESCRIPTION = """\
 Forward camera events from MQTT to Kafka and alerts/config from Kafka to MQTT.
 
 uplink:   <prefix>/+/+/events (QoS 1, persistent MQTT 5 session, $share/<group>/ when a shared
-          group is set) -> validate -> Kafka events topic (key = camera, acks=all); the MQTT
+          group is set) -> validate -> Kafka events topic (key = site/camera, acks=all); the MQTT
           message is acknowledged only after Kafka acknowledged the record. Rejected messages
           go to the dead-letter topic. Acknowledged seqs go back to <prefix>/<site>/<cam>/acks.
 downlink: Kafka alerts topic -> <prefix>/<site>/<cam>/alerts and <prefix>/alerts (QoS 1);

@@ -48,6 +48,7 @@ from pipeline.bridge.validation import validate_uplink
 from pipeline.compat.paho_uplink import configure_uplink, uplink_client_class
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect_properties, failed, make_client, paho_keepalive
+from pipeline.operators.rules import camera_key
 from pipeline.operators.schema import Acks, Event, Rejected, decode_event, encode_acks
 from pipeline.operators.wire import dead_letter, encode_dead_letter
 from pipeline.settings import Settings
@@ -345,7 +346,9 @@ class Uplink:
         partition: int | None = None  # None: kafka-python's partitioner decides
         if isinstance(result, Event):
             item.event = result
-            topic, key = kafka.events_topic, result.cam.encode()
+            # keyed by site and camera: ids repeat across sites (every node's first camera is cam-1),
+            # so keyed by the id alone every site's cam-1 shared one partition
+            topic, key = kafka.events_topic, camera_key(result.site, result.cam).encode()
             partition = self._event_partitions.get(key)
             value = item.payload
             headers = [("event_id", result.id.encode()), ("site", result.site.encode())]

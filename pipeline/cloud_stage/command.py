@@ -17,7 +17,7 @@ from pipeline.settings import CameraSettings, EdgeSettings, Settings
 
 CLOUD_HELP = """\
 Consume edge events from Kafka, verify some of them with the heavy model on TF Serving,
-apply the rules and produce one alert per incident to the alerts topic (key = camera).
+apply the rules and produce one alert per incident to the alerts topic (key = site/camera).
 
 escalation (cloud.escalation; per camera/label in cloud.escalation_overrides, e.g.
 {"cam-1/person": "always"}): which events' crops go to the heavy model -

@@ -29,7 +29,7 @@ class MqttSettings(Section):
 
 class KafkaSettings(Section):
     bootstrap_servers: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
-    events_topic: str = Field("vision.events", description="Validated edge events, key = camera id.")
+    events_topic: str = Field("vision.events", description="Validated edge events, key = site/camera.")
     alerts_topic: str = Field("vision.alerts", description="Alerts produced by the cloud stage.")
     config_topic: str = Field("vision.config", description="Per-camera config, forwarded as retained MQTT.")
     dead_letter_topic: str = Field("vision.deadletter", description="Rejected records with their reason.")

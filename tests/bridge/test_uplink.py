@@ -56,7 +56,7 @@ def test_events_reach_kafka_in_order_with_key_and_headers(make_settings: Callabl
         for r in sorted(records, key=lambda r: (r.partition, r.offset)):
             event = decode_event(r.value)
             assert not hasattr(event, "reason"), event
-            assert r.key == event.cam.encode()
+            assert r.key == f"{event.site}/{event.cam}".encode()  # site/cam: ids repeat across sites
             headers = dict(r.headers)
             assert headers["event_id"] == event.id.encode()
             assert headers["site"] == SITE.encode()
@@ -194,7 +194,7 @@ def test_kcat_reads_the_events_topic(make_settings: Callable[..., Settings], tmp
         capture_output=True, text=True, timeout=30, check=True, env=env,
     )  # fmt: skip
     rows = [ln.split("\t", 2) for ln in out.stdout.splitlines() if ln.strip()]
-    assert [key for key, _, _ in rows] == ["cam-1"] * 5
+    assert [key for key, _, _ in rows] == [f"{SITE}/cam-1"] * 5
     events = [decode_event(value.encode()) for _, _, value in rows]
     assert all(isinstance(e, Event) for e in events)
     # One partition per camera key: kcat sees them in the order the edge sent them.

@@ -103,7 +103,7 @@ def check_transport(summary: EdgeSummary, records: list[KafkaRecord]) -> dict[st
     assert summary.outbox_depth == 0, "every event was acknowledged by the bridge after Kafka took it"
     by_id: dict[str, Event] = {}
     for rec in records:
-        assert rec.key == CAM.encode()
+        assert rec.key == f"{SITE}/{CAM}".encode()
         assert rec.headers.get("event_id") == rec.event.id.encode()
         by_id[rec.event.id] = rec.event
     assert len(by_id) == summary.events, "each event the edge stored reached Kafka (duplicates allowed)"
