@@ -57,6 +57,25 @@ def check_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(got, base64.b64decode(digest))
 
 
+def hash_problem(stored: str) -> str | None:
+    """Why ``stored`` is not a usable scrypt hash, or None. Checked when users load: a hash cut
+    short in a YAML file or an environment variable would otherwise only show as "wrong
+    password" for ever, and parameters beyond scrypt's memory cap as the same."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt":
+        return "not scrypt$n$r$p$salt$hash (make one with `pipeline console --hash-password`)"
+    try:
+        n, r, p = (int(x) for x in parts[1:4])
+        salt, digest = base64.b64decode(parts[4], validate=True), base64.b64decode(parts[5], validate=True)
+    except ValueError:
+        return "n, r, p are not integers or salt/hash are not base64"
+    if n < 2 or n & (n - 1) or r < 1 or p < 1 or 128 * n * r * p > 32 * 1024 * 1024:
+        return f"scrypt parameters n={n} r={r} p={p} are invalid or need more than 32 MiB per check"
+    if len(salt) < 8 or len(digest) < 16:
+        return "salt or hash too short"
+    return None
+
+
 def parse_users(text: str, where: str) -> dict[str, User]:
     users: dict[str, User] = {}
     for number, entry in enumerate(text.replace(";", "\n").splitlines(), 1):
@@ -69,6 +88,10 @@ def parse_users(text: str, where: str) -> dict[str, User]:
             raise ConfigError(f"{where}: entry {number} is not 'name:role:scrypt$...'")
         if role not in ROLES:
             raise ConfigError(f"{where}: user {name!r} has role {role!r}; roles are {', '.join(ROLES)}")
+        if (problem := hash_problem(password_hash)) is not None:
+            raise ConfigError(f"{where}: user {name!r}: password hash {problem}")
+        if name in users:  # which line wins would be a guess: say so instead
+            raise ConfigError(f"{where}: user {name!r} is listed twice")
         users[name] = User(name, role, password_hash)  # checked against ROLES
     return users
 

@@ -36,6 +36,15 @@ def test_users_parse_and_refuse_bad_entries() -> None:
         parse_users("eve:admin:plaintext", "env")
     with pytest.raises(ConfigError, match="no anonymous access"):
         load_users(None, None)
+    # a hash cut short (a YAML quote, a shell's $-expansion) is refused when users load, not at login
+    with pytest.raises(ConfigError, match="'ada': password hash not scrypt"):
+        parse_users(f"ada:admin:{h.rsplit('$', 1)[0]}", "env")
+    with pytest.raises(ConfigError, match="not base64"):
+        parse_users(f"ada:admin:{h[:-4]}!!!!", "env")
+    with pytest.raises(ConfigError, match="32 MiB"):  # would fail every check: scrypt's memory cap
+        parse_users("ada:admin:" + h.replace(f"scrypt${2**14}$", f"scrypt${2**20}$"), "env")
+    with pytest.raises(ConfigError, match="listed twice"):
+        parse_users(f"ada:admin:{h};ada:viewer:{h}", "env")
 
 
 def test_csrf_token_compare() -> None:
