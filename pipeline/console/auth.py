@@ -78,9 +78,10 @@ def hash_problem(stored: str) -> str | None:
 
 def parse_users(text: str, where: str) -> dict[str, User]:
     users: dict[str, User] = {}
-    for number, entry in enumerate(text.replace(";", "\n").splitlines(), 1):
-        entry = entry.strip()
-        if not entry or entry.startswith("#"):
+    # a line that starts with '#' is a comment, whatever it holds (a ';' in it is not a separator)
+    lines = (ln for ln in text.splitlines() if not ln.strip().startswith("#"))
+    for number, entry in enumerate((e.strip() for ln in lines for e in ln.split(";")), 1):
+        if not entry:
             continue
         name, sep1, rest = entry.partition(":")
         role, sep2, password_hash = rest.partition(":")

@@ -43,6 +43,8 @@ def test_users_parse_and_refuse_bad_entries() -> None:
         parse_users(f"ada:admin:{h[:-4]}!!!!", "env")
     with pytest.raises(ConfigError, match="32 MiB"):  # would fail every check: scrypt's memory cap
         parse_users("ada:admin:" + h.replace(f"scrypt${2**14}$", f"scrypt${2**20}$"), "env")
+    commented = parse_users(f"# viewers; admins\nada:admin:{h}\n  # vic:viewer:broken;x\nvic:viewer:{h}", "file")
+    assert sorted(commented) == ["ada", "vic"]
     with pytest.raises(ConfigError, match="listed twice"):
         parse_users(f"ada:admin:{h};ada:viewer:{h}", "env")
 
