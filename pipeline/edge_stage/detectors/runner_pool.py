@@ -138,7 +138,7 @@ class InterpreterPool:
             return self._free.get()
         try:
             runner = self._make()  # in this camera's thread, once: ~0.1-0.3 s
-        except ModelError:
+        except Exception:  # out of memory, a runtime error: growing must never stop a camera
             with self._lock:
                 self.live -= 1
             log.exception("detector pool: could not add a runner; staying at %d", self.live)
