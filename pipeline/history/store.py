@@ -155,7 +155,9 @@ class HistoryStore:
     def _pg_connect(self) -> Any:
         import psycopg  # only the PostgreSQL deployments need it
 
-        return psycopg.connect(self._url, autocommit=True, connect_timeout=10)
+        # client_encoding utf8: a database created as SQL_ASCII (initdb on a host with no locale)
+        # would otherwise hand every text column back as bytes
+        return psycopg.connect(self._url, autocommit=True, connect_timeout=10, client_encoding="utf8")
 
     def _connection(self) -> Any:
         """The connection, made again when PostgreSQL dropped the old one (a server restart, a

@@ -137,3 +137,27 @@ def test_postgres_connection_dropped_by_the_server_is_made_again(postgres_server
         assert store.count(AlertQuery()) == 4 and store.reconnects == 1
     finally:
         store.close()
+
+
+def test_a_sql_ascii_database_still_gives_text(postgres_server) -> None:  # type: ignore[no-untyped-def]
+    """initdb on a host without a locale makes SQL_ASCII databases, where psycopg returns text
+    columns as bytes; the console's history chart failed on it in the compose tier."""
+    import uuid
+
+    import psycopg
+
+    name = f"h{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(postgres_server.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE \"{name}\" ENCODING 'SQL_ASCII' TEMPLATE template0")
+    store = HistoryStore(postgres_server.url(name))
+    store.migrate()
+    try:
+        alerts = [make_alert(n) for n in range(3)]
+        store.write(stored(alerts))
+        counts = store.rule_counts(min(a.ts for a in alerts) - 1000, 3_600_000, 2)
+        assert list(counts.by_rule) == [alerts[0].rule] and isinstance(next(iter(counts.by_rule)), str)
+        assert store.distinct("cam") == [alerts[0].cam]
+        row = store.get(alerts[1].id)
+        assert row is not None and row.alert == alerts[1]
+    finally:
+        store.close()
