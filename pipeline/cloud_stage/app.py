@@ -34,6 +34,7 @@ from pipeline.cloud_stage.escalation import policy_for, should_escalate
 from pipeline.cloud_stage.inference_client import InferenceClient
 from pipeline.cloud_stage.live_rules import LiveRules
 from pipeline.cloud_stage.offset_guard import GapReport, OffsetGuard, ProcessedOffsets
+from pipeline.cloud_stage.recovery_watchdog import install as install_recovery_watchdog
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.cloud_stage.track_expiry import TrackExpiry
 from pipeline.cloud_stage.verification import Verdict, Verifier, fuse
@@ -330,7 +331,12 @@ def build_app(settings: Settings, metrics: Registry | None = None) -> faust.App:
 
     @app.timer(interval=max(0.5, settings.cloud.offset_stall_s / 4))  # type: ignore[untyped-decorator]
     async def _stall_check() -> None:
+        if app.in_recovery:  # streams are paused by the recovery: rewinds would only use up max_rewinds
+            return
         await proc.check_stalls(app.consumer.assignment(), app.consumer.highwater)
+
+    # a recovery that receives no changelog record is re-seeked, then rebalanced (see the module)
+    install_recovery_watchdog(app, settings.cloud.offset_stall_s, metrics)
 
     @app.task  # type: ignore[untyped-decorator]
     async def _diagnostics() -> None:  # `kill -USR1 <pid>`: every task's stack to the log

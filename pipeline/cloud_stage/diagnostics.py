@@ -3,7 +3,10 @@
 A stalled stream (events in Kafka, no alerts) shows no error by itself: some task waits on
 something forever. The dump names that await (file, line, code), which is what a person needs
 to tell a stuck model call from a consumer that stopped fetching. Python's own
-``faulthandler`` prints thread stacks only, and every task of the worker shares one thread.
+``faulthandler`` prints thread stacks only, and the worker's tasks share one thread - except
+Faust's Kafka consumer, which runs aiokafka on an event loop of its own thread: a main-loop
+task waiting in ``call_thread`` is waiting on that loop, so the dump also lists the tasks of
+every other live event loop and every thread's current stack.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import gc
 import io
 import logging
 import signal
+import sys
+import threading
+import traceback
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +70,42 @@ def task_stacks(loop: asyncio.AbstractEventLoop) -> str:
     return out.getvalue()
 
 
+def other_loops(loop: asyncio.AbstractEventLoop) -> list[asyncio.AbstractEventLoop]:
+    """Running event loops besides ``loop`` (e.g. Faust's consumer thread), found by the GC."""
+    return [o for o in gc.get_objects() if isinstance(o, asyncio.AbstractEventLoop) and o is not loop
+            and o.is_running()]  # fmt: skip
+
+
+def thread_stacks() -> str:
+    """Every thread's current stack, innermost last (a loop blocked outside ``await`` shows here)."""
+    names = {t.ident: t.name for t in threading.enumerate()}
+    out = io.StringIO()
+    for ident, frame in sys._current_frames().items():
+        out.write(f"--- thread {names.get(ident, ident)}\n")
+        for line in traceback.format_stack(frame)[-MAX_FRAMES:]:
+            out.write(line)
+    return out.getvalue()
+
+
+def full_dump(loop: asyncio.AbstractEventLoop) -> str:
+    """:func:`task_stacks` of ``loop`` and of every other running loop, then :func:`thread_stacks`.
+
+    Reading another thread's loop from here is racy (its tasks may change while listed); for a
+    stuck worker that is good enough, and nothing is modified."""
+    parts = [task_stacks(loop)]
+    for other in other_loops(loop):
+        try:
+            parts.append(f"=== other event loop {other!r}\n{task_stacks(other)}")
+        except RuntimeError as exc:  # the set of tasks changed while listed
+            parts.append(f"=== other event loop {other!r}: {exc}\n")
+    parts.append(f"=== threads\n{thread_stacks()}")
+    return "".join(parts)
+
+
 def install_task_dump(loop: asyncio.AbstractEventLoop, sig: int = signal.SIGUSR1) -> None:
-    """On ``sig``, log :func:`task_stacks` at WARNING (to the worker's log)."""
+    """On ``sig``, log :func:`full_dump` at WARNING (to the worker's log)."""
 
     def dump() -> None:
-        log.warning("task dump on signal %d:\n%s", sig, task_stacks(loop))
+        log.warning("task dump on signal %d:\n%s", sig, full_dump(loop))
 
     loop.add_signal_handler(sig, dump)

@@ -75,6 +75,7 @@ PRIVATE_SYMBOLS: tuple[tuple[Any, str], ...] = (
     (faust_aiokafka.Consumer, "_add_gap"),
     (faust_aiokafka.Consumer, "_should_commit"),
     (faust.App, "_new_transport"),
+    (faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer"),
 )
 
 
@@ -82,6 +83,18 @@ def check() -> None:
     """Start-up check: raises :class:`~pipeline.compat.versions.UnverifiedLibrary` on another version."""
     FAUST.ok()
     AIOKAFKA.ok()
+
+
+def request_rejoin(app: faust.App) -> None:
+    """Make the app's Kafka consumer rejoin its group (a rebalance), from the app's own loop.
+
+    Used by the cloud stage's recovery watchdog (pipeline/cloud_stage/recovery_watchdog.py) when a
+    table recovery is stuck. aiokafka has no public call for it: ``GroupCoordinator.request_rejoin()``
+    resolves a future of the consumer thread's loop, so it is scheduled on that loop.
+    """
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    coordinator = thread._ensure_consumer()._coordinator
+    thread.thread_loop.call_soon_threadsafe(coordinator.request_rejoin)
 
 
 class CommitGate(Protocol):
