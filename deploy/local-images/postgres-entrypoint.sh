@@ -10,7 +10,11 @@ db=${POSTGRES_DB:-$user}
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   pwfile=$(mktemp)
   printf '%s\n' "$POSTGRES_PASSWORD" >"$pwfile"
-  initdb --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 -D "$PGDATA" >/dev/null
+  # UTF8 as the official image (its LANG is en_US.utf8): the minimal base has no locale, and initdb
+  # would pick SQL_ASCII, in which psycopg returns text columns as bytes (the console's history
+  # page failed on it in the compose tier)
+  initdb --username="$user" --pwfile="$pwfile" --auth-local=trust --auth-host=scram-sha-256 \
+    --encoding=UTF8 --no-locale -D "$PGDATA" >/dev/null
   rm -f "$pwfile"
   echo "host all all 0.0.0.0/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"
   echo "host all all ::/0 scram-sha-256" >>"$PGDATA/pg_hba.conf"

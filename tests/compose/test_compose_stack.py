@@ -39,8 +39,12 @@ from tests.compose.compose_helpers import (
 pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(3600)]
 
 # postgres, history and console sit behind the compose profile "console" (docker-compose.yml), which the
-# tier does not enable: `docker-compose config` checks them in tests/deploy; they are not run here.
-SERVICES = {"mosquitto-passwd", "mosquitto", "kafka", "kafka-init", "tfserving", "bridge", "cloud"}
+# tier enables (ComposeProject.cmd); prometheus and grafana ("observability") are not run here.
+SERVICES = {
+    "mosquitto-passwd", "mosquitto", "kafka", "kafka-init", "tfserving", "bridge", "cloud",
+    "postgres", "history", "console",
+}  # fmt: skip
+CONSOLE_USER = ("compose-test", "compose-test")  # tests/compose/console-users
 RULE = CloudSettings().rules[0]  # the compose file sets no rules: the default presence rule runs
 
 
@@ -137,6 +141,39 @@ def test_every_service_becomes_healthy(stack: ComposeProject) -> None:
 def test_edge_on_host_gets_exact_alerts(stack: ComposeProject, alerts_cli: AlertsCli, tmp_path: Path) -> None:
     edge = start_edge(stack, "cam-1", tmp_path)
     check_exact_alerts(stack, alerts_cli, edge, edge.finish())
+
+
+def test_history_and_console_show_the_alerts(stack: ComposeProject, alerts_cli: AlertsCli) -> None:
+    """`pipeline history` stored the run's alerts in PostgreSQL, and the console, logged in over
+    HTTP as the test's viewer (CSRF token, session cookie), shows each of them."""
+    import http.cookiejar
+    import re
+    import urllib.parse
+    import urllib.request
+
+    alert_ids = sorted(alerts_cli.alerts())
+    assert alert_ids, "the previous test's run raised alerts"
+    url = f"http://127.0.0.1:{stack.values['CONSOLE_HOST_PORT']}"
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+    form = opener.open(url + "/login", timeout=10).read().decode()
+    token = re.search(r'name="csrf" value="([^"]+)"', form)
+    assert token, form[:500]
+    user, password = CONSOLE_USER
+    login = urllib.parse.urlencode({"username": user, "password": password, "csrf": token.group(1)}).encode()
+    landed = opener.open(urllib.request.Request(url + "/login", data=login), timeout=30)
+    assert landed.status == 200 and not landed.url.endswith("/login"), "the viewer logs in"
+
+    def shown(alert_id: str) -> bool:
+        try:
+            page = opener.open(url + "/alerts/" + urllib.parse.quote(alert_id, safe=""), timeout=10)
+        except urllib.error.HTTPError:
+            return False  # 404 until the history consumer has stored it
+        return page.status == 200 and alert_id in page.read().decode()
+
+    for alert_id in alert_ids:
+        wait_for(lambda a=alert_id: shown(a), 120, f"alert {alert_id} in the console's history")
+    listing = opener.open(url + "/history", timeout=10).read().decode()
+    assert f'<p id="history-total">{len(alert_ids)} alerts, page 1' in listing, listing[:800]
 
 
 def test_scaled_worker_sigkilled_loses_no_alert(stack: ComposeProject, alerts_cli: AlertsCli, tmp_path: Path) -> None:
