@@ -426,29 +426,13 @@ def run(ctx: Context) -> BenchResult:
             " (edge.detector_pool auto); cameras paced at the clip's rate",
         )
     )
-    rows.append(
-        Row.make(
-            "edge peak RSS, 4 cameras, 384 px (shared pool)",
-            rss4_384,
-            "MB",
-            baseline=rss4[None],
-            baseline_label="512 px",
-            target=at_most(250),
-            group=GROUP,
-        )
-    )
-    rows.append(
-        Row.make(
-            "edge peak RSS, 4 cameras, OpenVINO bf16 (shared pool)",
-            rss4_ov,
-            "MB",
-            baseline=rss4[None],
-            baseline_label="LiteRT shared pool",
-            target=at_most(250),
-            group=GROUP,
-            note="one compiled model, one infer request per core; the OpenVINO runtime's own libraries cost most",
-        )
-    )
+    for label, value, versus, note in (
+        ("edge peak RSS, 4 cameras, 384 px (shared pool)", rss4_384, "512 px", ""),
+        ("edge peak RSS, 4 cameras, OpenVINO bf16 (shared pool)", rss4_ov, "LiteRT shared pool",
+         "one compiled model, one infer request per core; the OpenVINO runtime's own libraries cost most"),
+    ):  # fmt: skip
+        rows.append(Row.make(label, value, "MB", baseline=rss4[None], baseline_label=versus, target=at_most(250),
+                             group=GROUP, note=note))  # fmt: skip
     rows += choices
     fp_ms, int_ms = quantile([1000 * t for t in times["fp32"]], 0.5), quantile([1000 * t for t in times["int8"]], 0.5)
     rows.append(
