@@ -55,6 +55,13 @@ class VideoReader(Protocol):
 Opener = Callable[[str, float], VideoReader]  # (source, network timeout in seconds)
 
 
+# FFmpeg decoder threads per camera. FFmpeg's default is one per core, each with frame buffers of
+# its own: measured with 4 cameras on the 768x576 sample clip, peak RSS 260 MB -> 225 MB with one
+# (benchmarks/RESULTS.md, issue 18 session 4). A node runs more cameras than cores, so the cameras
+# already keep the cores busy; threads inside one decoder only add memory and contention.
+DECODE_THREADS = 1
+
+
 def open_cv(source: str, timeout_s: float = 10.0) -> VideoReader:
     """Open a source with OpenCV: a digit string is a V4L2 index, anything else a path or URL.
 
@@ -62,15 +69,15 @@ def open_cv(source: str, timeout_s: float = 10.0) -> VideoReader:
     and never answers holds the camera thread for FFmpeg's own ~30 s per attempt, and a stream
     that stalls mid-way blocks ``read()`` until TCP gives up."""
     if source.isdigit():
-        cap = cv2.VideoCapture(int(source))
-    elif "://" in source:
+        return cv2.VideoCapture(int(source))
+    threads = [cv2.CAP_PROP_N_THREADS, DECODE_THREADS]
+    if "://" in source:
         ms = int(timeout_s * 1000)
-        cap = cv2.VideoCapture(
-            source, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
-        )
-    else:
-        cap = cv2.VideoCapture(source)
-    return cap
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms, *threads]
+        return cv2.VideoCapture(source, cv2.CAP_FFMPEG, params)
+    cap = cv2.VideoCapture(source, cv2.CAP_FFMPEG, threads)
+    # not FFmpeg's (an image sequence OpenCV reads itself): whatever backend takes it
+    return cap if cap.isOpened() else cv2.VideoCapture(source)
 
 
 def is_file_source(source: str) -> bool:
