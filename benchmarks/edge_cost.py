@@ -36,7 +36,7 @@ from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections
 from pipeline.metrics import Registry
 from pipeline.operators.schema import encode_event
 from pipeline.operators.track_events import TrackEventPolicy
-from pipeline.operators.tracking import Detection
+from pipeline.operators.tracking import Detection, iou
 from pipeline.settings import SAMPLE_CLIP, CameraSettings, EdgeSettings
 
 STAGES = ("decode", "motion_gate", "detect", "track", "encode")
@@ -132,14 +132,6 @@ def profile_clip(
 
 
 # --------------------------------------------------------------------------- int8 vs fp32
-
-
-def iou(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def matched_pairs(a: list[Detection], b: list[Detection], min_iou: float = 0.5) -> int:

@@ -277,7 +277,7 @@ class CloudProcessor:
             opened_ms, key, entry = self.ledger.decide(firing, ev)
             if opened_ms is not None:
                 alert = make_alert(firing, ev, verdict, opened_ms)
-                fut = await self.alerts_topic.send(key=camera_key(ev.site, ev.cam).encode(), value=encode_alert(alert))
+                fut = await self.alerts_topic.send(key=cam.encode(), value=encode_alert(alert))
                 await fut  # acknowledged before the ledger says "alerted" (no lost alert on crash)
                 self.metrics.inc("cloud_alerts_total", help="Alerts produced.", rule=firing.rule.id,
                                  verification=alert.verification)  # fmt: skip

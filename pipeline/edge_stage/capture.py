@@ -56,7 +56,7 @@ Opener = Callable[[str, float], VideoReader]  # (source, network timeout in seco
 
 
 # FFmpeg decoder threads per camera. FFmpeg's default is one per core, each with frame buffers of
-# its own: measured with 4 cameras on the 768x576 sample clip, peak RSS 260 MB -> 225 MB with one
+# its own: measured with 4 cameras on the 768x576 sample clip, peak RSS 260 MB -> 216 MB with one
 # (benchmarks/RESULTS.md, issue 18 session 4). A node runs more cameras than cores, so the cameras
 # already keep the cores busy; threads inside one decoder only add memory and contention.
 DECODE_THREADS = 1

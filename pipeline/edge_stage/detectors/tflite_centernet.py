@@ -65,8 +65,8 @@ class ScoreCalibration:
     Why: CenterNet's scores fall as its input shrinks (a person covers fewer heatmap cells), and
     every threshold downstream (a camera's ``min_score``, a rule's fused ``min_score``, the hard
     examples' suggestions) is set in the 512 px file's units. Uncalibrated, 384 px at 0.35 lost
-    1.5 recall points and its tracks fell under the rules' 0.5, so lines lost crossings through
-    the pipeline (benchmarks/RESULTS.md). The two numbers are fitted without ground truth by
+    1.5 recall points, and through the pipeline its tracks missed 5 of 24 line crossings (1 with
+    the calibration; benchmarks/RESULTS.md, issue 18 session 4). The two numbers are fitted without ground truth by
     ``scripts/centernet_score_calibration.py`` (least squares in logit space on person boxes both
     sizes find in the same frames) and kept in ``models.json`` beside the file they describe.
     """
