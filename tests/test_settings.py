@@ -55,6 +55,16 @@ def test_each_source_beats_the_one_below_field_by_field(tmp_path: Path, monkeypa
     assert s.kafka.bootstrap_servers == Settings().kafka.bootstrap_servers, "untouched sections keep their defaults"
 
 
+def test_numeric_choices_are_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_EDGE__DETECTOR_INPUT_SIZE", "384")
+    s = load_settings()
+    assert s.edge.detector_input_size == 384
+    assert Settings(**s.model_dump()).edge.detector_input_size == 384, "a dump loads again next to the env"
+    monkeypatch.setenv("PIPELINE_EDGE__DETECTOR_INPUT_SIZE", "400")
+    with pytest.raises((ConfigError, ValueError), match="320, 384 or 512"):
+        load_settings()
+
+
 def test_pipeline_config_names_the_file_when_no_flag_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PIPELINE_CONFIG", str(write_config(tmp_path, {"edge": {"site": "from-env-file"}})))
     assert load_settings().edge.site == "from-env-file"
