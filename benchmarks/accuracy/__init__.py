@@ -72,12 +72,15 @@ def run(ctx: Context) -> BenchResult:
     from benchmarks.accuracy.replay import detect_every_frame, replay_deployed
     from pipeline.edge_stage.detectors import make_detector
     from pipeline.edge_stage.tracking_setup import make_tracker, prepare_detections, select_detections
-    from pipeline.settings import CameraSettings, EdgeSettings
+    from pipeline.settings import CameraSettings, load_settings
 
     n = gt.last + 1
-    edge = EdgeSettings()
+    # the edge as the settings make it (defaults, PIPELINE_* variables, PIPELINE_CONFIG), as the
+    # run through the pipeline does: EdgeSettings() alone read no environment, so with
+    # PIPELINE_EDGE__DETECTOR_INPUT_SIZE=384 the offline part scored 512 px
+    edge = load_settings().edge
     camera = CameraSettings(id="pets", source=str(video))
-    main = deployed_variant(edge)  # what the edge runs with its defaults
+    main = deployed_variant(edge)  # what the edge runs with these settings
     variants = {main: VARIANTS[main]} if ctx.quick else VARIANTS
     ctx.log(f"accuracy: {len(gt.ids)} GT identities on frames {gt.first}-{gt.last} of {video.name}")
     every = {}

@@ -17,7 +17,15 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.operators.person_links import resolve
-from pipeline.operators.rules import Observation, RuleHit, RuleSpec, camera_key, evaluate, state_key
+from pipeline.operators.rules import (
+    Observation,
+    RuleHit,
+    RuleSpec,
+    camera_key,
+    evaluate,
+    rewind_line_state,
+    state_key,
+)
 from pipeline.operators.schema import Event
 from pipeline.settings import RuleSettings
 
@@ -96,15 +104,19 @@ class RulesEngine:
         # a person's state outlives the end of one of their tracks: it is deleted when they expire
         gone_now = res.person in res.expired  # links off: the person ends with the track, as before
         kept_type = "track_updated" if obs.event_type == "track_ended" and not gone_now else obs.event_type
-        person_obs = replace(obs, track=res.person, event_type=kept_type)
+        person_obs = replace(obs, track=res.person, event_type=kept_type, source=event.track)
+        if res.undone is not None:  # a wrong link was undone: the person's path loses the newcomer's points
+            newcomer, left = res.undone
+            for spec in specs:
+                if spec.kind == "line":
+                    key = state_key(spec, cam, left)
+                    state.put(key, rewind_line_state(state.get(key), newcomer))
         out: list[Firing] = []
         for spec in specs:
             if not spec.applies_to(cam, event.label):
                 continue
             o = obs if spec.kind == "count" else person_obs
             key = state_key(spec, cam, o.track)
-            if res.unlinked and spec.kind == "line":  # the path mixed two people: start it again here
-                state.put(key, None)
             result = evaluate(spec, o, state.get(key))
             state.put(key, result.state)
             if result.hit is not None:

@@ -28,6 +28,8 @@ class Resolution:
     expired: list[int] = field(default_factory=list)  # persons forgotten now: delete their rule state
     state: dict[str, Any] = field(default_factory=dict)
     unlinked: bool = False  # a wrong link was undone at this event: the person's path state is unreliable
+    # with ``unlinked``: (the track that left, the person it left); their path state is rewound
+    undone: tuple[int, int] | None = None
 
 
 def resolve(
@@ -60,6 +62,7 @@ def resolve(
     key = str(track)
     newly = key not in of
     unlinked = False
+    undone: tuple[int, int] | None = None
     if newly:
         person = track
         if window_ms > 0 and isinstance(link, int) and not isinstance(link, bool) and link != track:
@@ -77,6 +80,7 @@ def resolve(
         # later ones the younger (edge track ids grow; ``cur`` names the last track that started
         # or reported, so it cannot tell which joined first).
         newcomer = current if track == person else track if current == person else max(track, current)
+        undone = (newcomer, person)
         live[str(person)] -= 1
         of[str(newcomer)] = newcomer
         live[str(newcomer)] = live.get(str(newcomer), 0) + 1
@@ -106,4 +110,4 @@ def resolve(
     while len(of) > 4 * max_people:  # tracks whose end never arrived: the oldest go first
         of.pop(next(iter(of)))
     cur = {p: t for p, t in cur.items() if p in live or p in gone}
-    return Resolution(person, expired, {"of": of, "n": live, "gone": gone, "cur": cur}, unlinked)
+    return Resolution(person, expired, {"of": of, "n": live, "gone": gone, "cur": cur}, unlinked, undone)

@@ -205,6 +205,7 @@ class Observation:
     ts_ms: int  # event capture time
     event_type: EventType = "track_updated"
     event_id: str = ""
+    source: int | None = None  # the edge's track when ``track`` names its person (person links)
 
     @classmethod
     def from_event(cls, event: Event, fused_score: float) -> Observation:
@@ -333,7 +334,9 @@ def _stay(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: boo
 
 
 def _line(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: bool, anchor: Point) -> _Step:
-    """State: ``side`` the anchor is committed to and ``ref``, the last anchor clearly on it."""
+    """State: ``side`` the anchor is committed to and ``ref``, the last anchor clearly on it;
+    ``by``, the edge track that wrote them, and ``undo``, the state before that track began
+    writing (see :func:`rewind_line_state`)."""
     assert spec.line is not None  # checked by RuleSpec
     side: int | None = st.get("side")
     ref = st.get("ref")
@@ -341,16 +344,33 @@ def _line(spec: RuleSpec, obs: Observation, st: Mapping[str, Any], can_fire: boo
         prev = (float(st["prev"][0]), float(st["prev"][1]))
         side, ref = committed_side(spec.line, prev, 0.0, None), prev
     new = committed_side(spec.line, anchor, spec.hysteresis, side)
+    by = obs.track if obs.source is None else obs.source
+    # another track of the person takes over: keep what the previous one left, to rewind to
+    undo = st.get("undo") if st.get("by") in (None, by) else {k: st.get(k) for k in ("side", "ref", "by")}
     hit = None
     if new is None:  # never clearly on a side yet
-        return None, {"side": None, "ref": None, "t": obs.ts_ms}
+        return None, {"side": None, "ref": None, "t": obs.ts_ms, "by": by, "undo": undo}
     if side is not None and new != side and ref is not None:
         d = crossing(spec.line, (float(ref[0]), float(ref[1])), anchor)
         if d is not None and can_fire and spec.direction in ("any", d):
             hit = _hit(spec, obs, obs.ts_ms, f"crossed line {d}")
     if new != side or anchor_outside_band(spec, anchor):
         ref = [anchor[0], anchor[1]]
-    return hit, {"side": new, "ref": ref, "t": obs.ts_ms}
+    return hit, {"side": new, "ref": ref, "t": obs.ts_ms, "by": by, "undo": undo}
+
+
+def rewind_line_state(state: Mapping[str, Any] | None, newcomer: int) -> dict[str, Any] | None:
+    """A person's line state once ``newcomer``, wrongly linked to the person, has left it
+    (:mod:`pipeline.operators.person_links`): back to what the person's own track had left, so
+    the path holds no point of someone else's and the person's next crossing still counts.
+    Forgetting the side instead (the old way) lost a crossing made right at that report
+    (PETS09-S2L1 at 384 px). None (start again) when the newcomer's points are all there is."""
+    if state is None or state.get("by") != newcomer:
+        return None if state is None else dict(state)
+    undo = state.get("undo")
+    if not isinstance(undo, Mapping) or undo.get("by") in (None, newcomer):
+        return None
+    return {"side": undo.get("side"), "ref": undo.get("ref"), "t": state.get("t", 0), "by": undo["by"], "undo": None}
 
 
 def anchor_outside_band(spec: RuleSpec, anchor: Point) -> bool:

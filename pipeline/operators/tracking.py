@@ -225,6 +225,7 @@ class Tracker:
         matched_tracks = {ti for ti, _ in pairs}
         matched_dets = {di for _, di in pairs}
 
+        confirmed_now: list[_Live] = []
         for ti, di in pairs:
             tr, det = self._live[ti], detections[di]
             if tr.missed > 0:  # found after a gap: restart from observations, not the drifted state
@@ -242,8 +243,14 @@ class Tracker:
                 out.updated.append(tr.snapshot())
             elif tr.hits >= self.min_hits:
                 tr.confirmed = True
-                tr.link = self._predecessor(tr, t_ms)
-                out.started.append(tr.snapshot())
+                confirmed_now.append(tr)
+        # Links only once every track found this step is marked found: stage 3's re-identified
+        # tracks come last in ``pairs``, and linking inside the loop named such a track, back
+        # in this very step, as the one the newcomer continues (PETS09-S2L1 at 384 px: the cloud
+        # then undid the link at the old track's next report and lost its line crossing).
+        for tr in confirmed_now:
+            tr.link = self._predecessor(tr, t_ms)
+            out.started.append(tr.snapshot())
 
         keep: list[_Live] = []
         for ti, tr in enumerate(self._live):

@@ -10,6 +10,7 @@ import pytest
 from pipeline.cloud_stage.alerting import IncidentLedger
 from pipeline.cloud_stage.rules_engine import RulesEngine, StagedState
 from pipeline.operators.person_links import resolve
+from pipeline.operators.rules import rewind_line_state
 from pipeline.operators.schema import Event
 from pipeline.settings import RuleSettings
 
@@ -128,6 +129,31 @@ def test_line_rule_sees_no_crossing_between_two_people_wrongly_linked() -> None:
     for k in range(6):  # both report, alternating, each on its own side
         evs += [event(track=1, ts=2_000 + 400 * k, box=left), event(track=2, ts=2_200 + 400 * k, box=right)]
     assert len(run(rules, evs, window_ms=10_000)) <= 1  # at most the one made by the link itself
+
+
+def test_a_wrongly_linked_newcomer_leaves_the_persons_path_as_it_was() -> None:
+    """Track 1 walks right towards the line; track 2, someone else on the same side, is linked to
+    it while track 1 was briefly unseen. Track 1 then reports from the far side: the link is
+    undone at that very report, and track 1's crossing still counts (forgetting the person's side
+    there lost it, as on PETS09-S2L1 at 384 px). Track 2's own crossing later counts for track 2."""
+    rules = [RuleSettings(id="line", kind="line", line=((0.5, 0.0), (0.5, 1.0)), cooldown_s=0)]
+    evs = [event(track=1, ts=0, type="track_started", box=(0.30, 0.4, 0.36, 0.8)),
+           event(track=1, ts=1_000, box=(0.38, 0.4, 0.44, 0.8)),
+           event(track=2, ts=2_000, type="track_started", box=(0.40, 0.4, 0.46, 0.8), attrs={"link": 1}),
+           event(track=1, ts=2_000, box=(0.52, 0.4, 0.58, 0.8)),  # crossed while track 2 joined
+           event(track=2, ts=3_000, box=(0.44, 0.4, 0.50, 0.8)),
+           event(track=2, ts=4_000, box=(0.56, 0.4, 0.62, 0.8))]  # fmt: skip
+    assert run(rules, evs, window_ms=10_000) == [("line", 1), ("line", 2)]
+
+
+def test_rewinding_keeps_a_path_the_newcomer_never_wrote_and_forgets_one_only_it_wrote() -> None:
+    kept = {"side": 1, "ref": [0.4, 0.5], "t": 5, "by": 1, "undo": None}
+    assert rewind_line_state(kept, newcomer=2) == kept
+    only_newcomer = {"side": -1, "ref": [0.6, 0.5], "t": 5, "by": 2, "undo": None}
+    assert rewind_line_state(only_newcomer, newcomer=2) is None
+    mixed = {"side": -1, "ref": [0.6, 0.5], "t": 7, "by": 2, "undo": {"side": 1, "ref": [0.4, 0.5], "by": 1}}
+    assert rewind_line_state(mixed, newcomer=2) == {"side": 1, "ref": [0.4, 0.5], "t": 7, "by": 1, "undo": None}
+    assert rewind_line_state(None, newcomer=2) is None
 
 
 def test_of_two_linked_tracks_that_both_report_the_younger_one_leaves() -> None:

@@ -109,6 +109,19 @@ def test_no_link_for_a_track_that_walks_in_at_the_border_or_to_a_track_already_c
     assert [x.link for x in second] == [None], "track 1 is already continued by the first"
 
 
+def test_no_link_to_a_track_found_again_in_the_same_step() -> None:
+    """Track 1 misses a step while someone alike appears nearby; at the next step both are seen,
+    track 1 by re-identification (it moved too far for IoU) and the newcomer confirmed. Track 1 is
+    back, so the newcomer continues nobody."""
+    tr = Tracker(max_missed=5, lost_ms=5000, min_hits=2)
+    tr.update([person((0.40, 0.4, 0.46, 0.6), feature=RED)], 0)
+    assert [x.id for x in tr.update([person((0.40, 0.4, 0.46, 0.6), feature=RED)], 200).started] == [1]
+    tr.update([person((0.52, 0.4, 0.58, 0.6), feature=RED)], 400)  # track 1 unseen; a tentative newcomer
+    up = tr.update([person((0.52, 0.4, 0.58, 0.6), feature=RED), person((0.34, 0.4, 0.40, 0.6), feature=RED)], 600)
+    assert [x.id for x in up.updated] == [1] and tr.reidentified == 0, "track 1 found again (stage 3)"
+    assert [(x.id, x.link) for x in up.started] == [(2, None)]
+
+
 def test_a_score_dip_does_not_end_the_track_with_the_low_score_stage() -> None:
     path = scripted_track((0.1, 0.6), (0.08, 0.0), size=(0.06, 0.2), frames=30)
     dip = range(10, 20)  # 2 s at 0.25: below min_score 0.5
