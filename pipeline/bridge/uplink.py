@@ -2,18 +2,13 @@
 
 Threads and what they own:
 
-- paho's network thread runs ``_on_message``: it only appends to the inbox (never blocks), and
-  wakes the worker only when the worker sleeps.
+- paho's network thread runs ``InFlight.add`` (the lean path's ``on_event``, or ``_on_message``):
+  it only appends to the inbox (never blocks), and wakes the worker only when the worker sleeps.
 - the ``bridge-uplink`` worker takes the whole inbox under one lock, then validates and calls
   ``producer.send`` (which may block on Kafka metadata) for each message outside the lock; every
   ``ack_interval_ms`` it publishes the per-camera acks topic and flushes the counters.
 - kafka-python's I/O thread runs the send callbacks: on success the MQTT message is acked
   (``client.ack``) and its seq is recorded for the edge; on failure it is queued for a retry.
-
-Per-message work is counted in plain fields under the uplink's own lock (taken anyway) and
-flushed to the metrics registry with the acks, not per message: under load the registry's lock,
-label sorting and sorted-sample inserts cost as much as the hand-off itself (profile in
-benchmarks/RESULTS.md).
 
 At-least-once: a message is PUBACKed only after Kafka acknowledged its record (acks=all), the
 event itself or its dead-letter record. Backpressure: Receive Maximum = ``max_inflight`` in
@@ -22,20 +17,16 @@ is down nothing is acked and the rest waits in the broker's session queue. A bro
 more than that anyway (Mosquitto 2.0.11 does, under load) finds the socket unread until the
 count is back under the window (``_read_paused``, :mod:`pipeline.compat.paho_uplink`).
 
-Connection generations: paho message ids belong to one connection. Each (re)connect or
-disconnect bumps ``_gen``; a message taken on an older connection is never acked (the broker
-redelivers it on the new one, which may duplicate it in Kafka) and, if not yet sent, is dropped.
+What the three threads share (the inbox, the retry heap, connection generations, the counts) is
+:class:`~pipeline.bridge.uplink_inflight.InFlight`, under its one lock; this module wires paho and
+kafka-python to it, turns each message into its Kafka record and publishes the acks and counters.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import threading
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -44,6 +35,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from pipeline.bridge.ack_ranges import AckCollector
 from pipeline.bridge.key_partitions import KeyPartitions
+from pipeline.bridge.uplink_inflight import InFlight, Taken
 from pipeline.bridge.validation import validate_uplink
 from pipeline.compat.paho_uplink import configure_uplink, uplink_client_class
 from pipeline.metrics import Registry
@@ -55,49 +47,6 @@ from pipeline.settings import Settings
 from pipeline.topics import Kind, Topics
 
 log = logging.getLogger(__name__)
-
-RETRY_BACKOFF_MIN_S = 0.2
-RETRY_BACKOFF_MAX_S = 5.0
-
-
-@dataclass(slots=True)
-class _Taken:
-    order: int  # arrival order, so retries go out oldest first
-    gen: int  # connection generation the message arrived on
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    received: float  # monotonic
-    attempts: int = 0
-    not_before: float = 0.0
-    event: Event | None = field(default=None)
-
-
-# At most this many latency samples go to the registry per flush (the newest ones): enough for
-# its quantiles, and a flood does not turn every flush into thousands of sorted inserts.
-LATENCY_SAMPLES_PER_FLUSH = 200
-
-
-@dataclass(slots=True)
-class _Counts:
-    """What happened since the last flush to the registry (guarded by ``Uplink._lock``)."""
-
-    received: int = 0
-    redelivered: int = 0
-    produced: int = 0
-    unacked_stale: int = 0
-    produce_errors: int = 0
-    dead_letters: dict[str, int] = field(default_factory=dict)  # by reason
-    latencies: list[float] = field(default_factory=list)  # ring of LATENCY_SAMPLES_PER_FLUSH
-    latencies_seen: int = 0
-
-    def latency(self, seconds: float) -> None:
-        if len(self.latencies) < LATENCY_SAMPLES_PER_FLUSH:
-            self.latencies.append(seconds)
-        else:
-            self.latencies[self.latencies_seen % LATENCY_SAMPLES_PER_FLUSH] = seconds
-        self.latencies_seen += 1
 
 
 class Uplink:
@@ -112,31 +61,16 @@ class Uplink:
         group = self._bridge.shared_group
         self.subscription = f"$share/{group}/{events}" if group else events
         self.acks = AckCollector()
+        self._in_flight = InFlight()
 
         self._client = make_client(settings.mqtt, self._bridge.client_id, manual_ack=True,
                                    client_class=uplink_client_class())  # fmt: skip
-        configure_uplink(self._client, on_event=self._on_event, read_paused=self._read_paused)
+        configure_uplink(self._client, on_event=self._in_flight.add, read_paused=self._read_paused)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message  # what the lean path leaves to paho's
 
-        self._lock = threading.Lock()
-        self._wake = threading.Condition(self._lock)
-        # Bounded by the MQTT Receive Maximum (bridge.max_inflight): the broker sends no more
-        # until we ack, and we ack only after Kafka did; where a broker overshoots it, reading
-        # pauses (_read_paused). Counted: bridge_uplink_inflight.
-        self._inbox: deque[_Taken] = deque()
-        self._retry: list[tuple[int, _Taken]] = []  # heap by arrival order
-        self._order = itertools.count()
-        self._gen = 0
-        self._connected = False
-        self._inflight = 0
-        self._gen_inflight = 0  # of _inflight, those taken on the current connection
-        self._stopping = False
-        self._worker_idle = False  # the worker waits on _wake: a new message must notify it
-        self._counts = _Counts()
-        self._failing_since: float | None = None
         self.subscribed = threading.Event()
         self._worker = threading.Thread(target=self._run, name="bridge-uplink", daemon=True)
 
@@ -166,31 +100,26 @@ class Uplink:
 
     def stop_taking(self) -> None:
         """Stop sending new records to Kafka; what is already sent still gets acked."""
-        with self._wake:
-            self._stopping = True
-            self._wake.notify_all()
+        self._in_flight.stop()
         self._worker.join(timeout=10)
 
     def close(self) -> None:
         """After the producer was flushed: last acks to the edge, then disconnect."""
         self._publish_acks()
         self.flush_metrics()
-        with self._lock:
-            left = self._inflight
+        left = self._in_flight.inflight
         if left:
             log.info("uplink: %d messages taken but not in Kafka; the broker redelivers them", left)
         self._client.disconnect()
         self._client.loop_stop()
 
     def healthy(self) -> bool:
-        with self._lock:
-            failing = self._failing_since is not None and time.monotonic() - self._failing_since > 30
-            return self.subscribed.is_set() and self._worker.is_alive() and not failing
+        failing = self._in_flight.failing_for_more_than(30)
+        return self.subscribed.is_set() and self._worker.is_alive() and not failing
 
     @property
     def inflight(self) -> int:
-        with self._lock:
-            return self._inflight
+        return self._in_flight.inflight
 
     # ------------------------------------------------------------------ paho thread
 
@@ -198,11 +127,7 @@ class Uplink:
         if failed(reason):
             log.warning("uplink: MQTT connect refused: %s", reason)
             return
-        with self._lock:
-            self._gen += 1
-            self._gen_inflight = 0
-            self._connected = True
-            gen = self._gen
+        gen = self._in_flight.connected()
         log.info(
             "uplink: MQTT connected (session_present=%s, gen=%d), subscribing %s",
             flags.session_present,
@@ -218,38 +143,18 @@ class Uplink:
         self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        with self._wake:
-            self._gen += 1
-            self._gen_inflight = 0
-            self._connected = False
-            self._wake.notify_all()
+        self._in_flight.disconnected()
         self.subscribed.clear()
-        if not self._stopping:
+        if not self._in_flight.stopping:
             log.warning("uplink: MQTT disconnected (%s); paho reconnects", reason)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._on_event(msg.mid, msg.qos, msg.dup, msg.topic, bytes(msg.payload))
-
-    def _on_event(self, mid: int, qos: int, dup: bool, topic: str, payload: bytes) -> None:
-        item = _Taken(order=next(self._order), gen=0, mid=mid, qos=qos, topic=topic, payload=payload,
-                      received=time.monotonic())  # fmt: skip
-        with self._lock:
-            item.gen = self._gen
-            self._inbox.append(item)
-            self._inflight += 1
-            self._gen_inflight += 1
-            self._counts.received += 1
-            if dup:
-                self._counts.redelivered += 1
-            # A busy worker takes this message with the rest of the inbox when it comes back;
-            # waking it per message cost a futex wake and a thread switch each.
-            if self._worker_idle:
-                self._wake.notify()
+        self._in_flight.add(msg.mid, msg.qos, msg.dup, msg.topic, bytes(msg.payload))
 
     def _read_paused(self) -> bool:
         """Above the Receive Maximum on this connection: read no more (paho's thread, no lock:
         a stale read only shifts a pause by one loop)."""
-        return self._gen_inflight > self._bridge.max_inflight
+        return self._in_flight.gen_inflight > self._bridge.max_inflight
 
     # ------------------------------------------------------------------ worker thread
 
@@ -257,7 +162,7 @@ class Uplink:
         interval = self._bridge.ack_interval_ms / 1000
         next_acks = time.monotonic() + interval
         while True:
-            batch, stop = self._take(until=next_acks)
+            batch, stop = self._in_flight.take(until=next_acks)
             if stop:
                 return
             if batch:
@@ -267,67 +172,24 @@ class Uplink:
                 self.flush_metrics()
                 next_acks = time.monotonic() + interval
 
-    def _take(self, until: float) -> tuple[list[_Taken], bool]:
-        """What to send next: the oldest due retry, or else the whole inbox taken under one lock;
-        an empty list at ``until``; True once stopping."""
-        with self._wake:
-            while not self._stopping:
-                now = time.monotonic()
-                wait = until - now
-                if self._retry:
-                    # Retries go one at a time (they are rare: Kafka failing), oldest first.
-                    head = self._retry[0][1]
-                    if head.gen != self._gen:
-                        heapq.heappop(self._retry)
-                        self._release(head)
-                        continue
-                    if head.not_before <= now:
-                        heapq.heappop(self._retry)
-                        return [head], False
-                    # Hold new messages while a retry waits: Kafka is likely down, and order matters.
-                    wait = min(wait, head.not_before - now)
-                elif self._inbox:
-                    batch: list[_Taken] = []
-                    for item in self._inbox:
-                        if item.gen != self._gen and item.qos > 0:
-                            self._release(item)  # its connection is gone; the broker redelivers it
-                        else:
-                            batch.append(item)
-                    self._inbox.clear()
-                    if batch:
-                        return batch, False
-                    continue
-                if wait <= 0:
-                    return [], False
-                self._wait(wait)
-            return [], True
-
-    def _wait(self, timeout: float) -> None:
-        """Sleep on ``_wake`` (lock held) until notified or ``timeout``."""
-        self._worker_idle = True
-        try:
-            self._wake.wait(timeout)
-        finally:
-            self._worker_idle = False
-
-    def _send_batch(self, batch: list[_Taken]) -> None:
+    def _send_batch(self, batch: list[Taken]) -> None:
         now_ms = int(time.time() * 1000)
-        retries = len(self._retry)  # only this thread takes from the heap: more means a send failed
+        taken = self._in_flight
+        retries = taken.retries  # only this thread takes from the heap: more means a send failed
         for i, item in enumerate(batch):
-            if self._stopping or len(self._retry) > retries or (item.gen != self._gen and item.qos > 0):
+            if taken.stopping or taken.retries > retries or (item.gen != taken.gen and item.qos > 0):
                 # Stopping, or a send failed (hold the rest behind its retry, in order), or the
-                # connection changed while this batch went out: back to the inbox, where _take
-                # sorts it out as if it had never been taken.
-                with self._lock:
-                    self._inbox.extendleft(reversed(batch[i:]))
+                # connection changed while this batch went out: back to the inbox, where
+                # InFlight.take sorts it out as if it had never been taken.
+                taken.requeue(batch[i:])
                 return
             try:
                 self._send(item, now_ms)
             except Exception:  # a bug must not silently stop the uplink
                 log.exception("uplink: unexpected error sending %s", item.topic)
-                self._schedule_retry(item)
+                taken.retry(item)
 
-    def _send(self, item: _Taken, now_ms: int) -> None:
+    def _send(self, item: Taken, now_ms: int) -> None:
         try:
             result: Event | Rejected = validate_uplink(
                 item.topic,
@@ -372,7 +234,7 @@ class Uplink:
         future.add_callback(self._on_sent, item, result)
         future.add_errback(self._on_failed, item)
 
-    def _dead_letter(self, item: _Taken, rejected: Rejected, now_ms: int) -> bytes:
+    def _dead_letter(self, item: Taken, rejected: Rejected, now_ms: int) -> bytes:
         return encode_dead_letter(
             dead_letter(
                 reason=rejected.reason,
@@ -397,9 +259,7 @@ class Uplink:
 
     def flush_metrics(self) -> None:
         """Move the counts since the last flush into the registry (worker thread, and close)."""
-        with self._lock:
-            c, self._counts = self._counts, _Counts()
-            inflight = self._inflight
+        c, inflight = self._in_flight.take_counts()
         m = self._metrics
         m.set("bridge_uplink_inflight", inflight, help="MQTT messages taken, not yet acked by Kafka.")
         if c.received:
@@ -420,49 +280,11 @@ class Uplink:
 
     # ------------------------------------------------------------------ kafka I/O thread
 
-    def _on_sent(self, item: _Taken, result: Event | Rejected, metadata: Any) -> None:
+    def _on_sent(self, item: Taken, result: Event | Rejected, metadata: Any) -> None:
         event = result if isinstance(result, Event) else item.event
-        with self._lock:
-            acked = item.qos > 0 and item.gen == self._gen and self._connected
-            if acked:
-                self._client.ack(item.mid, item.qos)
-            self._release(item)
-            if self._failing_since is not None:
-                log.info("uplink: Kafka accepts records again")
-                self._failing_since = None
-            c = self._counts
-            if isinstance(result, Event):
-                c.produced += 1
-            else:
-                c.dead_letters[result.reason] = c.dead_letters.get(result.reason, 0) + 1
-            if not acked and item.qos > 0:
-                c.unacked_stale += 1
-            c.latency(time.monotonic() - item.received)
+        self._in_flight.settle(item, result, self._client.ack)
         if event is not None:
             self.acks.add(event.site, event.cam, event.seq)
 
-    def _on_failed(self, item: _Taken, exc: BaseException) -> None:
-        with self._lock:
-            self._counts.produce_errors += 1
-        self._schedule_retry(item, exc)
-
-    def _schedule_retry(self, item: _Taken, exc: BaseException | None = None) -> None:
-        with self._wake:
-            if self._stopping or item.gen != self._gen:
-                self._release(item)  # not acked: the broker sends it again
-                return
-            if self._failing_since is None:
-                self._failing_since = time.monotonic()
-                log.warning("uplink: Kafka send failed (%s); holding MQTT acks and retrying", exc)
-            item.attempts += 1
-            backoff = min(RETRY_BACKOFF_MAX_S, RETRY_BACKOFF_MIN_S * 2 ** min(item.attempts, 10))
-            item.not_before = time.monotonic() + backoff
-            heapq.heappush(self._retry, (item.order, item))
-            self._wake.notify()
-
-    # ------------------------------------------------------------------ helpers (lock held)
-
-    def _release(self, item: _Taken) -> None:
-        self._inflight -= 1
-        if item.gen == self._gen:
-            self._gen_inflight -= 1
+    def _on_failed(self, item: Taken, exc: BaseException) -> None:
+        self._in_flight.failed(item, exc)

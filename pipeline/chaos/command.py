@@ -90,7 +90,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     from pipeline.chaos.fuzz_run import boofuzz_table, fuzz_mqtt, fuzz_mqtt_boofuzz, fuzz_table
     from pipeline.chaos.netns import NetnsUnavailable
     from pipeline.chaos.rig import ChaosEnv
-    from pipeline.chaos.scenarios import SCENARIOS, ScenarioResult, format_table
+    from pipeline.chaos.scenario_steps import ScenarioResult
+    from pipeline.chaos.scenarios import SCENARIOS, format_table
 
     names = [*SCENARIOS, "fuzz"]
     only = [n for n in args.only.split(",") if n]
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _errored(name: str, n: int, exc: BaseException) -> Any:
-    from pipeline.chaos.scenarios import ScenarioResult
+    from pipeline.chaos.scenario_steps import ScenarioResult
 
     return ScenarioResult(name, n, 0, n, None, None, 0, 0, 0, None, notes=[f"ERROR {exc!r:.200}"])
 

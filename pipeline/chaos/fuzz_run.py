@@ -14,7 +14,8 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from pydantic import SecretStr
 
-from pipeline.chaos.boofuzz_mqtt import BoofuzzReport, MqttEndpoint, run_campaign
+from pipeline.chaos.boofuzz_mqtt import BoofuzzReport, run_campaign
+from pipeline.chaos.boofuzz_packets import MqttEndpoint
 from pipeline.chaos.mqtt_fuzz import FuzzReport, FuzzTarget, MqttFuzzer
 from pipeline.chaos.rig import ChaosEnv, KafkaEvents, read_events
 from pipeline.chaos.scripted_edge import ScriptedEdge

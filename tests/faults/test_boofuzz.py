@@ -12,7 +12,7 @@ import pytest
 from boofuzz.mutation import Mutation
 from boofuzz.mutation_context import MutationContext
 
-from pipeline.chaos.boofuzz_mqtt import VARINT_MUTATIONS, MqttEndpoint, build_requests, fuzz_paths
+from pipeline.chaos.boofuzz_packets import VARINT_MUTATIONS, MqttEndpoint, build_requests, fuzz_paths
 from pipeline.chaos.fuzz_run import boofuzz_table, fuzz_mqtt_boofuzz, start_rig
 from pipeline.chaos.mqtt_fuzz import connect, publish, subscribe
 from pipeline.chaos.rig import ChaosEnv

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline.chaos.link_scenarios import DETECT_KEEPALIVES, DETECT_MARGIN_S, packet_loss
 from pipeline.chaos.netns import LossyNetns, NetnsUnavailable
 from pipeline.chaos.rig import ChaosEnv
-from pipeline.chaos.scenarios import DETECT_KEEPALIVES, DETECT_MARGIN_S, format_table, packet_loss
+from pipeline.chaos.scenarios import format_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 

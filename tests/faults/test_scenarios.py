@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from pipeline.chaos.rig import ChaosEnv
-from pipeline.chaos.scenarios import SCENARIOS, ScenarioResult, format_table
+from pipeline.chaos.scenario_steps import ScenarioResult
+from pipeline.chaos.scenarios import SCENARIOS, format_table
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(400)]
 
