@@ -36,7 +36,7 @@ reused within a tracker; tentative tracks that die also consume ids, so there ca
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from pipeline.operators.appearance import Feature, blend, similarity
@@ -44,6 +44,10 @@ from pipeline.operators.assignment import linear_assignment
 from pipeline.operators.geometry import on_border
 from pipeline.operators.kalman import KalmanBox
 from pipeline.operators.schema import Box
+from pipeline.operators.track_types import Detection, Track, TrackUpdate, clip_box, iou
+
+# the tracker's values live in track_types; importers keep naming them from here
+__all__ = ["Detection", "Track", "TrackUpdate", "Tracker", "clip_box", "iou"]
 
 # Re-identification gate (stage 3), in track heights: a walking person covers about half their
 # height per second in this kind of view, so the allowance grows with the gap.
@@ -51,60 +55,6 @@ _REID_BASE_DIST = 0.6
 _REID_DIST_PER_S = 0.6
 _REID_MAX_HEIGHT_RATIO = 1.5
 _NO_MATCH = 1e6
-
-
-@dataclass(frozen=True, slots=True)
-class Detection:
-    box: Box  # x1, y1, x2, y2, normalised
-    score: float
-    label: str
-    feature: Feature | None = None  # appearance histogram (pipeline.operators.appearance)
-
-
-@dataclass(frozen=True, slots=True)
-class Track:
-    """Snapshot of a track at one step (immutable: holding it never sees later changes)."""
-
-    id: int
-    label: str
-    score: float  # exponentially smoothed score of its high-score detections
-    box: Box  # current estimate, clipped to the frame; for ended tracks the last matched one
-    first_ms: int  # time of the first detection
-    last_ms: int  # time of the last matched detection
-    hits: int  # matched detections in total
-    missed: int  # consecutive detection steps without a match
-    velocity: tuple[float, float] = (0.0, 0.0)  # centre velocity, normalised units per second
-    feature: Feature | None = None  # smoothed appearance, when detections carried one
-    link: int | None = None  # a lost or ended track this one probably continues (see Tracker)
-
-    @property
-    def centre(self) -> tuple[float, float]:
-        return ((self.box[0] + self.box[2]) / 2.0, (self.box[1] + self.box[3]) / 2.0)
-
-
-@dataclass(frozen=True, slots=True)
-class TrackUpdate:
-    """What one step did. A track appears in at most one list per step."""
-
-    started: list[Track] = field(default_factory=list)  # confirmed this step
-    updated: list[Track] = field(default_factory=list)  # confirmed before, matched this step
-    ended: list[Track] = field(default_factory=list)  # lost for lost_ms; removed
-    held: list[Track] = field(default_factory=list)  # predict_only: alive, not re-detected
-
-
-def clip_box(box: Box) -> Box:
-    x1, y1, x2, y2 = (min(max(c, 0.0), 1.0) for c in box)
-    return (x1, y1, max(x1, x2), max(y1, y2))
-
-
-def iou(a: Box, b: Box) -> float:
-    ix = min(a[2], b[2]) - max(a[0], b[0])
-    iy = min(a[3], b[3]) - max(a[1], b[1])
-    if ix <= 0.0 or iy <= 0.0:
-        return 0.0
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0.0 else 0.0
 
 
 @dataclass(slots=True)
