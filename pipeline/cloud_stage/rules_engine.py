@@ -115,6 +115,8 @@ class RulesEngine:
         for spec in specs:
             if not spec.applies_to(cam, event.label):
                 continue
+            if res.stale and spec.kind != "count":
+                continue  # a lost track's late end: its box is the person's past, not news
             o = obs if spec.kind == "count" else person_obs
             key = state_key(spec, cam, o.track)
             result = evaluate(spec, o, state.get(key))

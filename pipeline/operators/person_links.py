@@ -30,6 +30,9 @@ class Resolution:
     unlinked: bool = False  # a wrong link was undone at this event: the person's path state is unreliable
     # with ``unlinked``: (the track that left, the person it left); their path state is rewound
     undone: tuple[int, int] | None = None
+    # a lost track's late ``track_ended`` while another track of its person reports: its box is
+    # where the person *was*, so the person's path and zone state must not take it
+    stale: bool = False
 
 
 def resolve(
@@ -87,7 +90,9 @@ def resolve(
         cur[str(newcomer)] = newcomer
         person = of[key]
         unlinked = True
-    cur[str(person)] = track
+    stale = event_type == "track_ended" and current is not None and current != track
+    if not stale:
+        cur[str(person)] = track
     if event_type == "track_ended":
         left = live.get(str(person), 1) - 1
         if left > 0:
@@ -110,4 +115,4 @@ def resolve(
     while len(of) > 4 * max_people:  # tracks whose end never arrived: the oldest go first
         of.pop(next(iter(of)))
     cur = {p: t for p, t in cur.items() if p in live or p in gone}
-    return Resolution(person, expired, {"of": of, "n": live, "gone": gone, "cur": cur}, unlinked, undone)
+    return Resolution(person, expired, {"of": of, "n": live, "gone": gone, "cur": cur}, unlinked, undone, stale)

@@ -156,6 +156,26 @@ def test_rewinding_keeps_a_path_the_newcomer_never_wrote_and_forgets_one_only_it
     assert rewind_line_state(None, newcomer=2) is None
 
 
+def test_a_lost_tracks_late_end_does_not_move_its_person_back_into_the_zone() -> None:
+    """Track 1 is lost inside the zone; track 2, linked to it, walks the person out. Track 1's
+    end, sent later with its last box (inside), is the person's past: no second zone entry, and
+    no crossing back over the line (PETS09-S2L1 at 384 px raised both)."""
+    zone = [(0.3, 0.0), (0.7, 0.0), (0.7, 1.0), (0.3, 1.0)]
+    rules = [RuleSettings(id="zone", kind="zone", zone=zone),
+             RuleSettings(id="line", kind="line", line=((0.25, 0.0), (0.25, 1.0)), cooldown_s=0)]  # fmt: skip
+    inside, out = (0.45, 0.4, 0.51, 0.8), (0.10, 0.4, 0.16, 0.8)
+    evs = [event(track=1, ts=0, type="track_started", box=inside),
+           event(track=2, ts=1_000, type="track_started", box=(0.40, 0.4, 0.46, 0.8), attrs={"link": 1}),
+           event(track=2, ts=2_000, box=out),
+           event(track=1, ts=6_000, type="track_ended", box=inside),  # lost since 0 s, ended late
+           event(track=2, ts=6_400, box=out)]  # fmt: skip
+    assert run(rules, evs, window_ms=10_000) == [("zone", 1), ("line", 2)]
+    r = resolve(None, 1, "track_started", 0)
+    r = resolve(r.state, 2, "track_started", 1_000, link=1)
+    assert resolve(r.state, 1, "track_ended", 6_000).stale
+    assert not resolve(r.state, 2, "track_ended", 6_000).stale, "the track that reported last ends"
+
+
 def test_of_two_linked_tracks_that_both_report_the_younger_one_leaves() -> None:
     """1 -> 2 -> 3 linked while each was lost; then track 2 comes back and reports after track 3
     started: 3 joined last, so 3 is someone else, and 2 stays the person (it was 3's start, not
