@@ -178,8 +178,8 @@ class EdgeSettings(Section):
         512,
         description="CenterNet input side in px (fp32 only below 512): smaller is cheaper per frame (384: ~0.55x,"
         " 320: ~0.4x of 512's time; 384 gives 4 cameras per core at 5 fps). With calibrated scores 384 matches"
-        " 512's person recall, and IDF1 within a point, on the ground truth; through the pipeline it missed 1 of"
-        " 24 line crossings and raised 2 extra dwell alerts (benchmarks/RESULTS.md).",
+        " 512's person recall, and IDF1 within a point, on the ground truth; through the pipeline its identity"
+        " swaps in crowds cost exact counts (25 of 24 line crossings, 14 of 13 zone entries: benchmarks/RESULTS.md).",
     )
     detector_runtime: Literal["litert", "openvino"] = Field(
         "litert",
