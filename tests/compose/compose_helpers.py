@@ -98,8 +98,10 @@ class ComposeProject:
     def cmd(self, *args: str) -> list[str]:
         files = [a for f in COMPOSE_FILES for a in ("-f", str(f))]
         env_file = ["--env-file", str(self.env_file)] if self.env_file else []
-        # the "console" profile too: the alert history (PostgreSQL) and the operator console run
-        return ["docker-compose", "-p", self.name, *files, *env_file, "--profile", "console", *args]
+        # the profiles too: "console" (the alert history in PostgreSQL and the operator console) and
+        # "observability" (Prometheus scraping the bridge and the workers)
+        profiles = ["--profile", "console", "--profile", "observability"]
+        return ["docker-compose", "-p", self.name, *files, *env_file, *profiles, *args]
 
     def compose(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return run(self.cmd(*args), timeout=timeout, env={**os.environ, **self.env})

@@ -81,6 +81,7 @@ def project(build_times: dict[str, float], tmp_path_factory: pytest.TempPathFact
         "CONSOLE_HOST_PORT": str(free_port()),
         "MQTT_HOST_PORT": str(free_port()),
         "KAFKA_HOST_PORT": str(free_port()),
+        "PROMETHEUS_HOST_PORT": str(free_port()),
     }
     env_file = tmp / ".env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))

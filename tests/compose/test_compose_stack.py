@@ -1,7 +1,8 @@
 """`docker-compose up` of docker-compose.yml on a real Docker engine, with the local-images
 override (no registry here): build, start, health checks, the sample clip from a `pipeline edge`
-on the host to exact alert ids from `pipeline alerts`, a scaled worker SIGKILLed, the bridge's
-process killed and restarted by `restart: unless-stopped`, and `down -v` leaving nothing.
+on the host to exact alert ids from `pipeline alerts`, Prometheus scraping that run's counts from
+the bridge and the worker, a scaled worker SIGKILLed, the bridge's process killed and restarted by
+`restart: unless-stopped`, and `down -v` leaving nothing.
 
 The tests of this module share one compose project and run in file order (each builds on the
 state the previous one left: the stack up, then scaled). Runs on the same camera are told apart
@@ -16,6 +17,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,14 +41,16 @@ from tests.compose.compose_helpers import (
 
 pytestmark = [pytest.mark.compose, pytest.mark.slow, pytest.mark.timeout(3600)]
 
-# postgres, history and console sit behind the compose profile "console" (docker-compose.yml), which the
-# tier enables (ComposeProject.cmd); prometheus and grafana ("observability") are not run here.
+# postgres, history and console sit behind the compose profile "console", prometheus behind
+# "observability" (docker-compose.yml); the tier enables both (ComposeProject.cmd).
 SERVICES = {
     "mosquitto-passwd", "mosquitto", "kafka", "kafka-init", "tfserving", "bridge", "cloud",
-    "postgres", "history", "console",
+    "postgres", "history", "console", "prometheus",
 }  # fmt: skip
 CONSOLE_USER = ("compose-test", "compose-test")  # tests/compose/console-users
 RULE = CloudSettings().rules[0]  # the compose file sets no rules: the default presence rule runs
+# Run inside the bridge container: the bridge's own /metrics (compose sets its health port, 9108).
+BRIDGE_METRICS = "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9108/metrics').read().decode())"
 
 
 @dataclass
@@ -174,6 +179,53 @@ def test_history_and_console_show_the_alerts(stack: ComposeProject, alerts_cli: 
         wait_for(lambda a=alert_id: shown(a), 120, f"alert {alert_id} in the console's history")
     listing = opener.open(url + "/history", timeout=10).read().decode()
     assert f'<p id="history-total">{len(alert_ids)} alerts, page 1' in listing, listing[:800]
+
+
+def prometheus_api(project: ComposeProject, path: str, **params: str) -> Any:
+    """``data`` of one answer of Prometheus's HTTP API on its published port."""
+    url = f"http://127.0.0.1:{project.values['PROMETHEUS_HOST_PORT']}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        body = json.load(resp)
+    assert body["status"] == "success", body
+    return body["data"]
+
+
+def test_prometheus_scrapes_the_run_from_bridge_and_worker(stack: ComposeProject, alerts_cli: AlertsCli) -> None:
+    """Prometheus (profile "observability") finds the bridge and the worker through compose DNS
+    (deploy/prometheus/prometheus.yml), scrapes both, and holds the counts the first run moved:
+    the bridge's events acknowledged by Kafka, equal to what the bridge itself serves, and the
+    records the worker took. Polled: scrapes come every 15 s (the production interval)."""
+    assert alerts_cli.alerts(), "the edge run above sent traffic through the pipeline"
+
+    def health_by_job() -> dict[str, list[str]]:
+        active = prometheus_api(stack, "targets", state="active")["activeTargets"]
+        return {job: [t["health"] for t in active if t["labels"]["job"] == job] for job in ("bridge", "cloud")}
+
+    def all_up() -> bool:
+        return all(health and set(health) == {"up"} for health in health_by_job().values())
+
+    wait_for(all_up, 90, lambda: f"the bridge and cloud targets up in Prometheus: {health_by_job()}")
+
+    def scraped(metric: str, job: str) -> float | None:
+        result = prometheus_api(stack, "query", query=f'sum({metric}{{job="{job}"}})')["result"]
+        return float(result[0]["value"][1]) if result else None
+
+    def served_by_bridge(metric: str) -> float:
+        lines = stack.exec_python("bridge", BRIDGE_METRICS).splitlines()
+        return sum(float(line.split()[-1]) for line in lines if line.split(" ")[0].split("{")[0] == metric)
+
+    produced = "pipeline_bridge_uplink_produced_total"
+
+    def in_sync() -> bool:  # the edge run is over: the bridge's count stays put, a scrape catches up
+        return scraped(produced, "bridge") == served_by_bridge(produced)
+
+    def compared() -> str:
+        return f"{produced} in Prometheus ({scraped(produced, 'bridge')}) = the bridge's ({served_by_bridge(produced)})"
+
+    wait_for(in_sync, 90, compared, step_s=3.0)
+    assert (scraped(produced, "bridge") or 0) > 0, "the bridge produced the run's events to Kafka"
+    taken = "pipeline_cloud_events_total"
+    wait_for(lambda: (scraped(taken, "cloud") or 0) > 0, 90, f"{taken} > 0 scraped from the worker")
 
 
 def test_scaled_worker_sigkilled_loses_no_alert(stack: ComposeProject, alerts_cli: AlertsCli, tmp_path: Path) -> None:
