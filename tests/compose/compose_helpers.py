@@ -126,7 +126,10 @@ class ComposeProject:
     def all_ready(self) -> bool:
         """Every long-running service healthy, every one-shot job exited 0."""
         containers = self.containers()
-        want = lambda c: "exited 0" if c["Config"]["Labels"]["com.docker.compose.service"] in ONE_SHOT else "healthy"  # noqa: E731
+
+        def want(c: dict[str, Any]) -> str:
+            return "exited 0" if c["Config"]["Labels"]["com.docker.compose.service"] in ONE_SHOT else "healthy"
+
         return bool(containers) and all(_state(c) == want(c) for c in containers)
 
     def exec_python(self, service: str, script: str, timeout: float = 120) -> str:

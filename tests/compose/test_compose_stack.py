@@ -11,6 +11,7 @@ by event time: every run starts after the previous one's alerts all arrived.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -176,7 +177,7 @@ def test_history_and_console_show_the_alerts(stack: ComposeProject, alerts_cli: 
         return page.status == 200 and alert_id in page.read().decode()
 
     for alert_id in alert_ids:
-        wait_for(lambda a=alert_id: shown(a), 120, f"alert {alert_id} in the console's history")
+        wait_for(functools.partial(shown, alert_id), 120, f"alert {alert_id} in the console's history")
     listing = opener.open(url + "/history", timeout=10).read().decode()
     assert f'<p id="history-total">{len(alert_ids)} alerts, page 1' in listing, listing[:800]
 
