@@ -315,7 +315,9 @@ def choice_rows(ctx: Context, max_frames: int | None) -> tuple[list[Row], dict[s
                 note="ms/frame: " + ", ".join(f"{k} {v:.2f}" for k, v in stages.items()),
             )
         )
-    series = {name: {"stage_ms": p.stage_ms_mean(), "fps_per_core": p.fps_per_core} for name, p in profiles.items()}
+    series: dict[str, object] = {
+        name: {"stage_ms": p.stage_ms_mean(), "fps_per_core": p.fps_per_core} for name, p in profiles.items()
+    }
     return rows, series
 
 

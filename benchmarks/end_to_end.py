@@ -58,19 +58,21 @@ def run_once(
 def run(ctx: Context) -> BenchResult:
     clip = cut_clip(ctx.work_dir / "clip_10s.mp4", 10.0) if ctx.quick else SAMPLE_CLIP
     rows: list[Row] = []
-    series: dict[str, object] = {"latency_ms": {}, "runs": {}}
+    latency_ms: dict[str, list[float]] = {}
+    runs: dict[str, list[dict[str, int]]] = {}
+    series: dict[str, object] = {"latency_ms": latency_ms, "runs": runs}
     old_model: list[float] = []
     for escalation, version in (("never", None), ("track_started", None), ("track_started", 1)):
         lat: list[float] = []
-        infos = []
+        infos: list[dict[str, int]] = []
         for _ in range(1 if ctx.quick else 2):
             got, info = run_once(ctx, escalation, clip, version)
             lat += got
             infos.append(info)
         if version == 1:  # the served model before the re-export: the same-run baseline of the heavy rows
             old_model = lat
-            series["latency_ms"]["escalation=track_started, model version 1"] = lat  # type: ignore[index]
-            series["runs"]["track_started_v1"] = infos  # type: ignore[index]
+            latency_ms["escalation=track_started, model version 1"] = lat
+            runs["track_started_v1"] = infos
             continue
         label = "no heavy model" if escalation == "never" else "heavy model on track start"
         n = len(lat)
@@ -87,8 +89,8 @@ def run(ctx: Context) -> BenchResult:
         )
         rows.append(Row.make(f"capture->alert p50, {label}", quantile(lat, 0.5), "ms", group=GROUP))
         rows.append(Row.make(f"capture->alert p99, {label}", quantile(lat, 0.99), "ms", group=GROUP))
-        series["latency_ms"][f"escalation={escalation}"] = lat  # type: ignore[index]
-        series["runs"][escalation] = infos  # type: ignore[index]
+        latency_ms[f"escalation={escalation}"] = lat
+        runs[escalation] = infos
     rows.append(
         Row.make(
             "capture->alert p95, heavy model version 1 (512 px, before)",

@@ -35,6 +35,12 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+    import tensorflow as tf
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -129,7 +135,7 @@ def convert_raw(tfjs_dir: Path) -> Path:
     return raw
 
 
-def build_module(raw_dir: Path):  # type: ignore[no-untyped-def]
+def build_module(raw_dir: Path) -> tf.Module:
     import tensorflow as tf
 
     raw = tf.saved_model.load(str(raw_dir))
@@ -137,35 +143,36 @@ def build_module(raw_dir: Path):  # type: ignore[no-untyped-def]
     in_key = next(iter(sig.structured_input_signature[1]))  # "tower_0/images"
     out_key = next(iter(sig.structured_outputs))  # "tower_0/detections"
 
-    class CenterNet(tf.Module):
+    # tensorflow ships no type hints (pyproject's mypy override): tf.Module and tf.function are Any.
+    class CenterNet(tf.Module):  # type: ignore[misc]
         def __init__(self) -> None:
             super().__init__()
             self.raw = raw  # keep the loaded graph tracked so it is saved with the wrapper
             self._fn = sig
 
-        def _one(self, images):  # type: ignore[no-untyped-def]
+        def _one(self, images: tf.Tensor) -> tf.Tensor:
             return self._fn(**{in_key: images})[out_key]
 
-        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="images")])
-        def serve(self, images):  # type: ignore[no-untyped-def]
+        @tf.function(input_signature=[tf.TensorSpec([None, SIZE, SIZE, 3], tf.float32, name="images")])  # type: ignore[untyped-decorator]
+        def serve(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
             det = tf.map_fn(
                 lambda im: self._one(im[None])[0], images, fn_output_signature=tf.TensorSpec([100, 6], tf.float32)
             )
             return {"detections": det}
 
-        @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="images")])
-        def edge(self, images):  # type: ignore[no-untyped-def]
+        @tf.function(input_signature=[tf.TensorSpec([1, SIZE, SIZE, 3], tf.float32, name="images")])  # type: ignore[untyped-decorator]
+        def edge(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
             return {"detections": self._one(images)}
 
     return CenterNet()
 
 
-def sample_frames(count: int, step: int):  # type: ignore[no-untyped-def]
+def sample_frames(count: int, step: int) -> list[npt.NDArray[np.float32]]:
     import cv2
     import numpy as np
 
     cap = cv2.VideoCapture(str(SAMPLE))
-    frames = []
+    frames: list[npt.NDArray[np.float32]] = []
     i = 0
     while len(frames) < count:
         ok, frame = cap.read()
@@ -181,7 +188,7 @@ def sample_frames(count: int, step: int):  # type: ignore[no-untyped-def]
     return frames
 
 
-def write_serving(module) -> None:  # type: ignore[no-untyped-def]
+def write_serving(module: tf.Module) -> None:
     import tensorflow as tf
 
     shutil.rmtree(SERVING_DIR, ignore_errors=True)
@@ -190,7 +197,7 @@ def write_serving(module) -> None:  # type: ignore[no-untyped-def]
     log(f"SavedModel -> {SERVING_DIR}")
 
 
-def write_tflite(module, frames) -> dict[str, Path]:  # type: ignore[no-untyped-def]
+def write_tflite(module: tf.Module, frames: list[npt.NDArray[np.float32]]) -> dict[str, Path]:
     import tensorflow as tf
 
     EDGE_DIR.mkdir(parents=True, exist_ok=True)
@@ -213,11 +220,11 @@ def write_tflite(module, frames) -> dict[str, Path]:  # type: ignore[no-untyped-
     return out
 
 
-def persons(det, min_score: float = MIN_SCORE):  # type: ignore[no-untyped-def]
+def persons(det: npt.NDArray[np.float32], min_score: float = MIN_SCORE) -> list[npt.NDArray[np.float32]]:
     return [d for d in det if round(d[5]) == PERSON and d[4] >= min_score]
 
 
-def iou(a, b) -> float:  # type: ignore[no-untyped-def]
+def iou(a: npt.NDArray[np.float32], b: npt.NDArray[np.float32]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -225,7 +232,7 @@ def iou(a, b) -> float:  # type: ignore[no-untyped-def]
     return inter / union if union > 0 else 0.0
 
 
-def verify(tflites: dict[str, Path], frames, check_index: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+def verify(tflites: dict[str, Path], frames: list[npt.NDArray[np.float32]], check_index: int) -> dict[str, float]:
     import numpy as np
     import tensorflow as tf
     from ai_edge_litert.interpreter import Interpreter

@@ -61,8 +61,9 @@ def convert(size: int, calibration: list[Any]) -> bytes:
 
     graph_def = cv.backbone_graph_def(size, 1)
 
-    class Heads(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])
+    # tensorflow ships no type hints (pyproject's mypy override): tf.Module and tf.function are Any.
+    class Heads(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([1, size, size, 3], tf.float32, name="images")])  # type: ignore[untyped-decorator]
         def serve(self, images: Any) -> dict[str, Any]:
             heat, wh = tf.graph_util.import_graph_def(
                 graph_def, input_map={cv.INPUT: images}, return_elements=[cv.HEAT, cv.WH], name="centernet"

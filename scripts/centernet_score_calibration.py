@@ -29,6 +29,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,9 +47,9 @@ IOU_MIN = 0.5
 REF_MIN = 0.15  # 512 px persons paired from this score: below it the pairs are mostly clutter
 
 
-def logit(p: np.ndarray) -> np.ndarray:
+def logit(p: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     p = np.clip(p, 1e-4, 1 - 1e-4)
-    return np.log(p / (1 - p))  # type: ignore[no-any-return]
+    return np.log(p / (1 - p))
 
 
 def raw_detector(size: int) -> CenterNetDetector:

@@ -33,7 +33,11 @@ import os
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -119,8 +123,9 @@ def build_module(size: int, batch: int | None) -> Any:
 
     graph_def = backbone_graph_def(size, batch)
 
-    class CenterNet(tf.Module):
-        @tf.function(input_signature=[tf.TensorSpec([batch, size, size, 3], tf.float32, name="images")])
+    # tensorflow ships no type hints (pyproject's mypy override): tf.Module and tf.function are Any.
+    class CenterNet(tf.Module):  # type: ignore[misc]
+        @tf.function(input_signature=[tf.TensorSpec([batch, size, size, 3], tf.float32, name="images")])  # type: ignore[untyped-decorator]
         def serve(self, images: Any) -> dict[str, Any]:
             heat, wh = tf.graph_util.import_graph_def(
                 graph_def, input_map={INPUT: images}, return_elements=[HEAT, WH], name="centernet"
@@ -136,7 +141,8 @@ def sample_frames(size: int, count: int = 8, step: int = 10) -> Any:
     import numpy as np
 
     cap = cv2.VideoCapture(str(SAMPLE))
-    frames, i = [], 0
+    frames: list[npt.NDArray[np.float32]] = []
+    i = 0
     while len(frames) < count:
         ok, frame = cap.read()
         if not ok:

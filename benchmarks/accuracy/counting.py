@@ -26,6 +26,7 @@ from typing import Any
 from benchmarks.accuracy.data import FRAME_H, FRAME_W, PxBox
 from pipeline.operators.geometry import Point, Segment, crossing, point_in_polygon
 from pipeline.operators.rules import Observation, RuleSpec, evaluate, state_key
+from pipeline.operators.schema import EventType
 from pipeline.settings import RuleSettings
 
 # The scene's rules (normalised coordinates). PETS09-S2L1 view 001: people cross the plaza
@@ -86,7 +87,7 @@ def rule_hits_on_tracks(
     state: dict[str, Any] = {}
     hits: Counter[str] = Counter()
     for frame, tid, n, box in observations:
-        etype = "track_started" if n == 0 else "track_updated"
+        etype: EventType = "track_started" if n == 0 else "track_updated"
         obs = Observation("gt", tid, "person", 1.0, box, frame * FRAME_MS, etype, f"gt-{tid}-{frame}")
         for spec in specs:
             key = state_key(spec, "gt", tid)

@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from benchmarks.accuracy.data import PxBox
 from pipeline.operators.tracking import iou
@@ -81,7 +82,7 @@ def score_detections(
     )
 
 
-def _average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
+def _average_precision(recall: npt.NDArray[np.float64], precision: npt.NDArray[np.float64]) -> float:
     if not len(recall):
         return 0.0
     r = np.concatenate([[0.0], recall, [recall[-1]]])

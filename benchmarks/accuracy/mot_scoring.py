@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import motmetrics as mm
 import numpy as np
+import numpy.typing as npt
 
 from benchmarks.accuracy.data import PxBox
 
@@ -60,7 +61,7 @@ class TrackingScore:
         return {k: getattr(self, k) for k in self.__dataclass_fields__ if k != "timeline"}
 
 
-def _xywh(boxes: Iterable[PxBox]) -> np.ndarray:
+def _xywh(boxes: Iterable[PxBox]) -> npt.NDArray[np.float64]:
     arr = np.array([[b[0], b[1], b[2] - b[0], b[3] - b[1]] for b in boxes], dtype=np.float64)
     return arr.reshape(-1, 4)
 

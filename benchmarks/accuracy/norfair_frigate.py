@@ -12,15 +12,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from norfair import Detection as NfDetection
-from norfair import Tracker as NfTracker
+import numpy.typing as npt
+from norfair.tracker import Detection as NfDetection
+from norfair.tracker import TrackedObject
+from norfair.tracker import Tracker as NfTracker
 
 from benchmarks.accuracy.replay import Scored, TrackRows
 
 
-def frigate_distance(detection: NfDetection, tracked: object) -> float:
-    est = tracked.estimate  # type: ignore[attr-defined]
-    det = detection.points
+def frigate_distance(detection: NfDetection, tracked: TrackedObject) -> float:
+    est = tracked.estimate
+    # Norfair annotates ``points`` as ``np.array`` (a function, not a type); it is the validated
+    # [2, 2] point array ``validate_points`` returns.
+    det: npt.NDArray[np.float64] = detection.points
     est_w, est_h = max(est[1, 0] - est[0, 0], 1e-6), max(est[1, 1] - est[0, 1], 1e-6)
     det_w, det_h = max(det[1, 0] - det[0, 0], 1e-6), max(det[1, 1] - det[0, 1], 1e-6)
     dx = ((det[0, 0] + det[1, 0]) - (est[0, 0] + est[1, 0])) / 2.0 / est_w  # bottom-centre x offset / w

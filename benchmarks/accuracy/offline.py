@@ -135,11 +135,11 @@ def tracking_modes(
     for key, rows in ref_tracks.items():
         mode, name = key.split("/")
         (dep if mode == "deployed" else full).tracks[name] = rows
-    for mode, prefix in ((dep, "deployed"), (dep_every, "deployed-all"), (full, "every")):
-        for name, rows in mode.tracks.items():
-            mode.scores[name] = score_tracks(rows, truth, mode.frames)
+    for result, prefix in ((dep, "deployed"), (dep_every, "deployed-all"), (full, "every")):
+        for name, rows in result.tracks.items():
+            result.scores[name] = score_tracks(rows, truth, result.frames)
             if f"{prefix}/{name}" in hota:
-                mode.hota[name] = hota[f"{prefix}/{name}"]
+                result.hota[name] = hota[f"{prefix}/{name}"]
     return [dep, dep_every, full]
 
 
