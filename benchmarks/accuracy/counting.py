@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks.accuracy.data import FRAME_H, FRAME_W, PxBox
+from pipeline.operators.assignment import linear_assignment
 from pipeline.operators.geometry import Point, Segment, crossing, point_in_polygon
 from pipeline.operators.rules import Observation, RuleSpec, evaluate, state_key
 from pipeline.operators.schema import EventType
@@ -118,8 +119,8 @@ class ZoneStays:
     durations: tuple[float, ...]  # seconds, first to last sample inside, of every stay
 
 
-def zone_stays(samples: Sequence[tuple[float, Point]], zone: Sequence[Point], dwell_s: float) -> ZoneStays:
-    """Geometric stays of one trajectory (``(t_s, anchor)`` in time order) inside ``zone``."""
+def stay_spans(samples: Sequence[tuple[float, Point]], zone: Sequence[Point]) -> list[tuple[float, float]]:
+    """``(first, last)`` time inside ``zone`` of each run of samples (``(t_s, anchor)``, in time order)."""
     runs: list[list[float]] = []
     inside = False
     for t, p in samples:
@@ -129,8 +130,81 @@ def zone_stays(samples: Sequence[tuple[float, Point]], zone: Sequence[Point], dw
         elif now:
             runs[-1][1] = t
         inside = now
+    return [(a, b) for a, b in runs]
+
+
+def zone_stays(samples: Sequence[tuple[float, Point]], zone: Sequence[Point], dwell_s: float) -> ZoneStays:
+    """Geometric stays of one trajectory (``(t_s, anchor)`` in time order) inside ``zone``."""
+    runs = stay_spans(samples, zone)
     durations = tuple(b - a for a, b in runs)
     return ZoneStays(len(runs), sum(1 for d in durations if d >= dwell_s), durations)
+
+
+def gt_stay_spans(trajectories: Mapping[int, Sequence[tuple[int, PxBox]]]) -> dict[int, list[tuple[float, float]]]:
+    """Each GT identity's stays in :data:`ZONE` (seconds on the file's clock, feet as anchors)."""
+    return {
+        g: stay_spans([(i * FRAME_MS / 1000, ((b[0] + b[2]) / 2 / FRAME_W, b[3] / FRAME_H)) for i, b in seq], ZONE)
+        for g, seq in trajectories.items()
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class DwellMatch:
+    """Dwell alerts against the GT stays they belong to, at the resolution a sampled pipeline has:
+    a stay more than ``step_s`` over the threshold must raise one alert (``over``), one more than
+    ``step_s`` under it none, and one within ``step_s`` of it may go either way (``borderline``)."""
+
+    over: int
+    over_alerted: int
+    borderline: int
+    borderline_alerted: int
+    wrong: int  # alerts on a stay clearly under the threshold, on no stay, or a second one on a stay
+
+
+@dataclass(frozen=True, slots=True)
+class DwellAlert:
+    """One dwell alert as the matching sees it: its time (s, file clock) and how well its event
+    matches each GT identity (IoU of the event's box with that identity's box at that frame; the
+    track's identity over its life gets a small floor, for an event box that overlaps no GT box)."""
+
+    t: float
+    affinity: Mapping[int, float]
+
+
+_NO_PAIR = 1e6
+
+
+def match_dwell_alerts(
+    stays: Mapping[int, Sequence[tuple[float, float]]],
+    alerts: Sequence[DwellAlert],
+    dwell_s: float = DWELL_S,
+    step_s: float = 0.2,
+    grace_s: float = 1.0,
+) -> DwellMatch:
+    """One-to-one matching (minimum total ``1 - affinity``) of dwell alerts to GT stays: an alert
+    can take a stay of an identity it has affinity with that contains its time, up to ``grace_s``
+    after the stay's last sample inside (a dwell reached only at the exit fires there: one
+    detection step and a hysteresis band later). One to one, because two people standing together
+    make two overlapping stays and two alerts whose boxes both touch both people."""
+    cells = [(g, k, a, b) for g, spans in stays.items() for k, (a, b) in enumerate(spans)]
+    cost = [
+        [1.0 - al.affinity[g] if al.affinity.get(g, 0.0) > 0 and a <= al.t <= b + grace_s else _NO_PAIR
+         for g, _, a, b in cells]
+        for al in alerts
+    ]  # fmt: skip
+    taken = {c for r, c in linear_assignment(cost) if cost[r][c] < _NO_PAIR} if alerts and cells else set()
+    wrong = len(alerts) - len(taken)
+    over = over_alerted = borderline = borderline_alerted = 0
+    for c, (_, _, a, b) in enumerate(cells):
+        if b - a > dwell_s + step_s:
+            over += 1
+            over_alerted += int(c in taken)
+        elif b - a >= dwell_s - step_s:
+            borderline += 1
+            borderline_alerted += int(c in taken)
+        else:
+            wrong += int(c in taken)
+    return DwellMatch(over, over_alerted, borderline, borderline_alerted, wrong)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import cv2
 import paho.mqtt.client as mqtt
 from scipy.stats import mannwhitneyu
 
-from benchmarks.accuracy.counting import LINES, ZONE, rules
+from benchmarks.accuracy.counting import FRAME_MS, LINES, ZONE, DwellAlert, rules
 from benchmarks.accuracy.data import GroundTruth
 from benchmarks.accuracy.replay import to_px
 from benchmarks.harness import Context, bridge_and_cloud, cut_clip
@@ -112,28 +112,48 @@ def track_identities(runp: PipelineRun, gt: GroundTruth) -> dict[int, int]:
     return {track: c.most_common(1)[0][0] for track, c in votes.items()}
 
 
-def presence_coverage(runp: PipelineRun, gt: GroundTruth, rule: str = "person-present") -> tuple[int, int]:
-    """(GT people a presence alert was raised for, presence alerts on nobody in the GT).
+def alert_people(runp: PipelineRun, gt: GroundTruth, rule: str) -> list[tuple[int | None, int]]:
+    """(GT person or None, video frame) of each alert of ``rule``.
 
     An alert is for the GT person its event's box overlaps (IoU >= 0.3) or, when it overlaps none,
     for its track's GT identity over the track's life: the edge sees people walking in at the
-    border a few frames before the GT annotates them (3 of 10 alerts here come from such first
-    frames, on a box the GT does not have yet)."""
+    border a few frames before the GT annotates them (3 of 10 presence alerts here come from such
+    first frames, on a box the GT does not have yet)."""
     events = {e.id: e for e in runp.events}
     identity = track_identities(runp, gt)
-    people: set[int] = set()
-    nobody = 0
+    out: list[tuple[int | None, int]] = []
     for a in runp.alerts:
         ev = events.get(a.event_id)
         if a.rule != rule or ev is None:
             continue
-        gid = match_gt(ev, runp.frame_of[ev.id], gt, iou_min=0.3)
-        gid = identity.get(ev.track) if gid is None else gid
-        if gid is None:
-            nobody += 1
-        else:
-            people.add(gid)
-    return len(people), nobody
+        frame = runp.frame_of[ev.id]
+        gid = match_gt(ev, frame, gt, iou_min=0.3)
+        out.append((identity.get(ev.track) if gid is None else gid, frame))
+    return out
+
+
+def dwell_alerts(runp: PipelineRun, gt: GroundTruth, rule: str = "dwell-centre") -> list[DwellAlert]:
+    """Each alert of ``rule`` with its time on the file's clock and its affinity with each GT
+    identity (:class:`benchmarks.accuracy.counting.DwellAlert`)."""
+    events = {e.id: e for e in runp.events}
+    identity = track_identities(runp, gt)
+    out: list[DwellAlert] = []
+    for a in runp.alerts:
+        ev = events.get(a.event_id)
+        if a.rule != rule or ev is None:
+            continue
+        frame = runp.frame_of[ev.id]
+        affinity = {g: o for g, b in gt.at(frame) if (o := iou(to_px(ev.box), b)) > 0}
+        if (g := identity.get(ev.track)) is not None:
+            affinity[g] = max(affinity.get(g, 0.0), 0.05)
+        out.append(DwellAlert(frame * FRAME_MS / 1000, affinity))
+    return out
+
+
+def presence_coverage(runp: PipelineRun, gt: GroundTruth, rule: str = "person-present") -> tuple[int, int]:
+    """(GT people a presence alert was raised for, presence alerts on nobody in the GT)."""
+    people = alert_people(runp, gt, rule)
+    return len({gid for gid, _ in people if gid is not None}), sum(1 for gid, _ in people if gid is None)
 
 
 def run_pipeline(ctx: Context, video: Path, gt: GroundTruth) -> PipelineRun:
