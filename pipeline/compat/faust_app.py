@@ -30,15 +30,28 @@ What is changed, and why:
    median delivery for 4 partitions vs 13 ms with a 100 ms wait).
 4. **The current event** for table writes (:func:`current_event`): ``faust.streams._current_event``
    is set per event of a ``take_events`` batch, so each table write goes to its partition.
+5. **No commit of a gated topic before the table writes are acknowledged** (:meth:`_Consumer._commit_offsets`).
+   Faust flushes its producer before committing, but ``ProducerBuffer.flush()`` returns as soon as
+   one record takes more than 0.1 s to be handed to aiokafka (``flush_atmost``: ``wait_for(...,
+   timeout=0.1)``, then ``return``), with the rest still queued, and it never counts the record
+   being handed over. With single-record batches (``cloud.single_record_batches``) each changelog
+   record of a partition waits for the previous one's produce round trip, so a slow broker is
+   enough. The commit then passed events whose ``rule_state``/``incidents``/``seen`` writes were
+   lost with a crash: their later events (not committed) fired the alert again with a new id.
+   Every record sent through ``send_soon`` (table changelogs) is now tracked until Kafka
+   acknowledges it, and a commit of a gated topic waits up to :data:`COMMIT_SEND_WAIT_S` for
+   them, or is skipped (the next commit tries again; nothing is lost, events are replayed).
 
 Removable when: faust-streaming commits only offsets its agents consumed (the head-gap
 off-by-one is upstream issue faust-streaming/faust#606, open, with fix PR #707, open, as of
 2026-12; the gap marks and ``take_events``' acks are not reported), offers a consumer fetch-wait
-setting, and sets the current event for each event of ``take_events``.
+setting, sets the current event for each event of ``take_events``, and flushes its producer to
+the last acknowledgement before a commit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import weakref
@@ -76,6 +89,7 @@ PRIVATE_SYMBOLS: tuple[tuple[Any, str], ...] = (
     (faust_aiokafka.Consumer, "_should_commit"),
     (faust.App, "_new_transport"),
     (faust_aiokafka.AIOKafkaConsumerThread, "_ensure_consumer"),
+    (faust_aiokafka.Consumer, "_commit_offsets"),
 )
 
 
@@ -154,6 +168,16 @@ class _Consumer(faust_aiokafka.Consumer):
             listener(dict(offsets))
         return offsets
 
+    async def _commit_offsets(self, offsets: Mapping[TP, int], start_new_transaction: bool = True) -> bool:
+        gate = self._gate()
+        producer = self.app.producer
+        if gate is not None and isinstance(producer, _Producer) and any(tp.topic in gate.topics for tp in offsets):
+            await producer.flush()  # faust's own flush: may leave records queued (see the module, 5.)
+            if not await producer.sends.wait(COMMIT_SEND_WAIT_S):
+                log.info("commit postponed: %d table records not acknowledged yet", producer.sends.pending)
+                return False
+        return bool(await super()._commit_offsets(offsets, start_new_transaction=start_new_transaction))
+
     def _filter_committable_offsets(self, tps: Iterable[TP]) -> dict[TP, int]:
         gate = self._gate()
         tps = list(tps)
@@ -179,8 +203,46 @@ class _Consumer(faust_aiokafka.Consumer):
         await super()._add_gap(tp, offset_from, offset_to)
 
 
+COMMIT_SEND_WAIT_S = 1.0  # how long a commit waits for table writes to be acknowledged (then skipped)
+
+
+class SendTracker:
+    """Futures of records handed to the producer, until each is done (acknowledged or failed)."""
+
+    def __init__(self) -> None:
+        self._futures: set[asyncio.Future[Any]] = set()
+
+    def add(self, fut: asyncio.Future[Any]) -> None:
+        self._futures.add(fut)
+        fut.add_done_callback(self._futures.discard)  # result or error: Topic._on_published
+
+    @property
+    def pending(self) -> int:
+        return sum(1 for f in self._futures if not f.done())
+
+    async def wait(self, timeout_s: float) -> bool:
+        """Whether every record added so far is done, waiting up to ``timeout_s`` for them."""
+        pending = [f for f in self._futures if not f.done()]
+        if pending:
+            await asyncio.wait(pending, timeout=timeout_s)
+        return all(f.done() for f in pending)
+
+
+class _Producer(faust_aiokafka.Producer):
+    """Tracks every ``send_soon`` record (table changelogs) until Kafka acknowledges it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sends = SendTracker()
+
+    def send_soon(self, fut: Any) -> None:
+        self.sends.add(fut)
+        super().send_soon(fut)
+
+
 class _Transport(faust_aiokafka.Transport):
     Consumer = _Consumer
+    Producer = _Producer
 
 
 class PipelineFaustApp(faust.App):
