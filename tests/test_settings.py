@@ -136,7 +136,7 @@ def test_a_subcommand_whose_library_is_missing_says_so(
             raise ModuleNotFoundError("No module named 'faust'", name="faust")
         return real(name, package)
 
-    monkeypatch.setattr(cli.importlib, "import_module", without_faust)
+    monkeypatch.setattr(importlib, "import_module", without_faust)  # the importlib pipeline.cli uses
     assert "unavailable: needs the Python package 'faust'" in cli.build_parser().format_help()
     assert cli.main(["config", "set"]) == 2
     assert "`pipeline config` needs the Python package 'faust'" in capsys.readouterr().err
@@ -144,7 +144,7 @@ def test_a_subcommand_whose_library_is_missing_says_so(
     def without_own_module(name: str, package: str | None = None) -> object:
         raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 
-    monkeypatch.setattr(cli.importlib, "import_module", without_own_module)
+    monkeypatch.setattr(importlib, "import_module", without_own_module)
     with pytest.raises(ModuleNotFoundError):
         cli.build_parser()  # a module of our own missing is a bug: loud
 
@@ -162,4 +162,5 @@ def test_pipeline_settings_masks_secrets_unless_asked(
     assert main(["settings", "--show-secrets"]) == 0
     clear = capsys.readouterr().out
     assert "password: s3cr3t-mqtt" in clear and "session_secret: s3cr3t-session" in clear
-    assert Settings.model_validate(yaml.safe_load(clear)).mqtt.password.get_secret_value() == "s3cr3t-mqtt"  # type: ignore[union-attr]
+    password = Settings.model_validate(yaml.safe_load(clear)).mqtt.password
+    assert password is not None and password.get_secret_value() == "s3cr3t-mqtt"

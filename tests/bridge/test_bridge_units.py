@@ -39,6 +39,12 @@ def _validate(topic: str, raw: bytes) -> Event | Rejected:
     return validate_uplink(topic, raw, topics=TOPICS, max_bytes=4096, max_future_skew_s=60, now_ms=NOW)
 
 
+def _rejected(topic: str, raw: bytes) -> Rejected:
+    result = _validate(topic, raw)
+    assert isinstance(result, Rejected), result
+    return result
+
+
 @pytest.mark.parametrize(
     ("topic", "event", "reason"),
     [
@@ -61,9 +67,9 @@ def test_validate_uplink(topic: str, event: Event, reason: str | None) -> None:
 
 def test_validate_uplink_passes_schema_reasons_through() -> None:
     topic = "vision/site-a/cam-1/events"
-    assert _validate(topic, b"nope").reason == "not_json"  # type: ignore[union-attr]
-    assert _validate(topic, b"x" * 5000).reason == "too_large"  # type: ignore[union-attr]
-    assert _validate(topic, b'{"v":2}').reason == "unknown_version"  # type: ignore[union-attr]
+    assert _rejected(topic, b"nope").reason == "not_json"
+    assert _rejected(topic, b"x" * 5000).reason == "too_large"
+    assert _rejected(topic, b'{"v":2}').reason == "unknown_version"
 
 
 def test_dead_letter_value_caps_payload_and_keeps_size() -> None:

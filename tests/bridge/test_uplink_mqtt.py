@@ -54,7 +54,7 @@ class Peer:
         self.client.on_message = self._on_message
         self.ours, self.theirs = socket.socketpair()
         self.ours.setblocking(False)
-        self.client._sock = self.ours  # type: ignore[assignment]
+        self.client._sock = self.ours
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.messages.append((msg.mid, msg.qos, msg.topic, bytes(msg.payload)))

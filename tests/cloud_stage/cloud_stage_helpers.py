@@ -8,11 +8,14 @@ import json
 import os
 import signal
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+import numpy.typing as npt
 from kafka import KafkaConsumer, KafkaProducer
 
 from pipeline.cloud_stage.alerting import incident_alert_id
@@ -22,7 +25,7 @@ from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.local_stack.ports import free_port
 from pipeline.operators.coco import label_of
 from pipeline.operators.rules import camera_key
-from pipeline.operators.schema import Alert, Event, decode_alert, encode_event
+from pipeline.operators.schema import Alert, Event, EventType, decode_alert, encode_event
 from pipeline.settings import SAMPLE_CLIP, ModelServerSettings, Settings
 
 
@@ -32,23 +35,30 @@ class Crops:
     background: str  # base64 JPEG with no person in it
 
 
-def _jpeg_b64(rgb: np.ndarray) -> str:
+def _jpeg_b64(rgb: npt.NDArray[np.uint8]) -> str:
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
     assert ok
     return base64.b64encode(buf.tobytes()).decode()
+
+
+def decoded_crop(crop: str) -> npt.NDArray[np.uint8]:
+    """decode_crop of a crop the test made (a valid JPEG)."""
+    rgb = decode_crop(crop)
+    assert rgb is not None
+    return rgb
 
 
 async def find_crops(address: str) -> Crops:
     client = InferenceClient(ModelServerSettings(address=address, timeout_s=30))
     size = (await client.connect()).input_size
     cap = cv2.VideoCapture(str(SAMPLE_CLIP))
-    frames = []
+    frames: list[npt.NDArray[np.uint8]] = []
     for i in range(60):
         ok, bgr = cap.read()
         if not ok:
             break
         if i % 20 == 0:
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(np.uint8, copy=False))
     cap.release()
     assert frames, f"cannot read {SAMPLE_CLIP}"
     candidates: list[str] = []
@@ -71,12 +81,12 @@ async def find_crops(address: str) -> Crops:
     # keep the crops the model confirms on their own (what the worker will see)
     people_crops = []
     for crop in candidates:
-        lb = letterbox(decode_crop(crop), size)  # type: ignore[arg-type]
+        lb = letterbox(decoded_crop(crop), size)
         dets = (await client.predict(lb.image[None]))[0]
         if cloud_score(dets, "person", centre_region(lb, 0.5)) >= 0.4:
             people_crops.append(crop)
     assert background is not None
-    lb = letterbox(decode_crop(background), size)  # type: ignore[arg-type]
+    lb = letterbox(decoded_crop(background), size)
     bg_score = cloud_score((await client.predict(lb.image[None]))[0], "person", centre_region(lb, 0.5))
     assert bg_score < 0.25, f"background crop looks like a person ({bg_score})"
     await client.close()
@@ -104,8 +114,8 @@ class CloudWorker(PipelineService):
         return self.log_tail(lines)
 
 
-def worker_settings(make_settings: object, **cloud: object) -> Settings:
-    settings: Settings = make_settings(  # type: ignore[operator]
+def worker_settings(make_settings: Callable[..., Settings], **cloud: object) -> Settings:
+    settings: Settings = make_settings(
         cloud={"web_enabled": False, "web_port": free_port(), **cloud},
         model_server={"max_wait_ms": 20, "breaker_failures": 2, "breaker_reset_s": 2.0, "timeout_s": 5.0},
     )
@@ -122,18 +132,19 @@ def track_events(
     site: str = "site-t",
 ) -> list[Event]:  # fmt: skip
     now = int(time.time() * 1000)
-    types = ["track_started", *["track_updated"] * updates, "track_ended"]
+    updated: list[EventType] = ["track_updated"] * updates
+    types: list[EventType] = ["track_started", *updated, "track_ended"]
     return [
         Event(
             id=f"{cam}-{track}-{i}-{next(_ids)}", site=site, cam=cam, ts=now + 200 * i, seq=next(_ids),
             type=t, track=track, label=label, score=score, box=(0.4, 0.3, 0.5, 0.7), det="test@1",
             crop=crop if i == 0 else None,
-        )  # type: ignore[arg-type]
+        )
         for i, t in enumerate(types)
     ]  # fmt: skip
 
 
-def produce(settings: Settings, events: list[Event], extra: list[bytes] = ()) -> None:  # type: ignore[assignment]
+def produce(settings: Settings, events: list[Event], extra: Sequence[bytes] = ()) -> None:
     producer = KafkaProducer(**settings.kafka.client_kwargs(), acks="all")
     for ev in events:
         producer.send(settings.kafka.events_topic, key=ev.cam.encode(), value=encode_event(ev),
@@ -176,9 +187,9 @@ class AlertReader:
         self.consumer.close()
 
 
-def read_topic(settings: Settings, topic: str, min_records: int = 1, timeout_s: float = 20.0) -> list[dict]:
+def read_topic(settings: Settings, topic: str, min_records: int = 1, timeout_s: float = 20.0) -> list[dict[str, Any]]:
     reader = AlertReader(settings, topic)
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and len(out) < min_records:
         for msg in reader.consumer:

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.local_stack.model_server import ModelServerProcess
 from tests.cloud_stage.cloud_stage_helpers import CloudWorker, Crops, find_crops
 
 
 @pytest.fixture(scope="session")
-def crops(model_server: object) -> Crops:
+def crops(model_server: ModelServerProcess) -> Crops:
     """Person crops cut from samples/vtest_clip.mp4 around people the heavy model finds."""
-    return asyncio.run(find_crops(model_server.address))  # type: ignore[attr-defined]
+    return asyncio.run(find_crops(model_server.address))
 
 
 @pytest.fixture

@@ -5,13 +5,14 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+from typing import Any
 
 import cv2
 import numpy as np
 import pytest
 
 from pipeline.cloud_stage.alerting import IncidentLedger, incident_alert_id
-from pipeline.cloud_stage.circuit_breaker import CircuitBreaker
+from pipeline.cloud_stage.circuit_breaker import CircuitBreaker, State
 from pipeline.cloud_stage.command import config_record, parse_pairs
 from pipeline.cloud_stage.consume import SeenIndex, dead_letter_record, decode
 from pipeline.cloud_stage.escalation import policy_for, should_escalate
@@ -28,19 +29,20 @@ from pipeline.errors import ConfigError
 from pipeline.metrics import Registry
 from pipeline.operators.schema import Event, Rejected
 from pipeline.settings import CloudSettings, RuleSettings
+from pipeline.settings.services import Escalation
 from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
 _seq = itertools.count()
 
 
-def event(**kw: object) -> Event:
-    base: dict[str, object] = dict(
+def event(**kw: Any) -> Event:
+    base: dict[str, Any] = dict(
         id=f"e{next(_seq)}", site="s", cam="cam-1", ts=1_000_000, seq=1, type="track_started",
         track=1, label="person", score=0.7, box=(0.4, 0.4, 0.5, 0.8), det="test", crop="AAAA",
     )  # fmt: skip
     base.update(kw)
-    return Event(**base)  # type: ignore[arg-type]
+    return Event(**base)
 
 
 # --------------------------------------------------------------------------- escalation
@@ -60,8 +62,8 @@ def event(**kw: object) -> Event:
         ("low_confidence", {"score": 0.9}, False),
     ],
 )
-def test_escalation_policy(policy: str, kw: dict[str, object], expected: bool) -> None:
-    assert should_escalate(event(**kw), policy, 0.6) is expected  # type: ignore[arg-type]
+def test_escalation_policy(policy: Escalation, kw: dict[str, object], expected: bool) -> None:
+    assert should_escalate(event(**kw), policy, 0.6) is expected
 
 
 def test_escalation_overrides_most_specific_wins() -> None:
@@ -114,40 +116,46 @@ def test_decode_crop_roundtrip_and_garbage() -> None:
 # --------------------------------------------------------------------------- circuit breaker
 
 
+def _state(b: CircuitBreaker) -> State:
+    """``b.state`` read afresh (mypy would keep it narrowed across the calls that change it)."""
+    return b.state
+
+
 def test_circuit_breaker_state_machine() -> None:
     clock = FakeClock(100.0)
     b = CircuitBreaker(failures=3, reset_s=5.0, clock=clock)
-    assert b.state == "closed" and b.allow()
+    assert _state(b) == "closed" and b.allow()
     b.record_failure()
     b.record_failure()
     b.record_success()  # success resets the count
     b.record_failure()
     b.record_failure()
-    assert b.state == "closed"
+    assert _state(b) == "closed"
     b.record_failure()
-    assert b.state == "open" and b.opened_count == 1
+    assert _state(b) == "open" and b.opened_count == 1
     assert not b.allow() and b.rejected_count == 1
     clock.advance(4.9)
     assert not b.allow()
     clock.advance(0.2)
-    assert b.state == "half_open"
+    assert _state(b) == "half_open"
     assert b.allow()  # the one trial call
     assert not b.allow()  # others wait for its outcome
     b.record_failure()  # trial failed: open again, for a fresh reset period
-    assert b.state == "open" and b.opened_count == 2
+    assert _state(b) == "open" and b.opened_count == 2
     clock.advance(5.0)
     assert b.allow()
     b.record_success()
-    assert b.state == "closed" and b.allow() and b.allow()
+    assert _state(b) == "closed" and b.allow() and b.allow()
 
 
 # --------------------------------------------------------------------------- rules and ledger
 
 
 def _run_rules(
-    rules: list[RuleSettings], evs: list[Event], fused: float | None = None, ledger_table: dict | None = None
+    rules: list[RuleSettings], evs: list[Event], fused: float | None = None, ledger_table: dict[str, Any] | None = None
 ) -> list[str]:
-    engine, state_table = RulesEngine(rules), {}
+    engine = RulesEngine(rules)
+    state_table: dict[str, Any] = {}
     ledger_table = {} if ledger_table is None else ledger_table
     ledger = IncidentLedger(ledger_table)
     alerts = []
@@ -174,7 +182,7 @@ def test_presence_rule_and_ledger_one_alert_per_track() -> None:
         event(track=1, ts=4000, type="track_ended"),
         event(track=3, ts=5000, label="car"),
     ]
-    ledger: dict = {}
+    ledger: dict[str, Any] = {}
     assert _run_rules([rule], evs, ledger_table=ledger) == [
         incident_alert_id("p", "s", "cam-1", "p|s/cam-1|1", 1000),
         incident_alert_id("p", "s", "cam-1", "p|s/cam-1|2", 3000),
@@ -254,9 +262,9 @@ def test_track_state_without_track_ended_expires_after_the_ttl() -> None:
     rules = [RuleSettings(id="p", kind="presence", labels=["person"], min_score=0.5),
              RuleSettings(id="c", kind="count", count=5, window_s=10)]  # fmt: skip
     engine = RulesEngine(rules)
-    state_table: dict = {}
-    ledger_table: dict = {}
-    tracks: dict = {}
+    state_table: dict[str, Any] = {}
+    ledger_table: dict[str, Any] = {}
+    tracks: dict[str, Any] = {}
     per_track = [s for s in engine.specs if s.kind != "count"]
     metrics = Registry()
 
@@ -325,7 +333,7 @@ def test_two_sites_with_the_same_camera_id_keep_apart() -> None:
     crossing = [event(site=site, track=1, ts=ts, box=(x, 0.4, x + 0.02, 0.6), type="track_updated")
                 for site in ("a", "b") for ts, x in ((1000, 0.2), (2000, 0.7))]  # fmt: skip
     fired = []
-    state: dict = {}
+    state: dict[str, Any] = {}
     for ev in crossing:
         st = StagedState(state)
         fired += [(ev.site, f.rule.id) for f in engine.apply(ev, 0.9, st)]

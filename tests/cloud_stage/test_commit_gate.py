@@ -15,6 +15,7 @@ from typing import Any
 
 import faust
 import pytest
+from faust.transport.consumer import ThreadDelegateConsumer
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage
 
@@ -39,9 +40,15 @@ class Harness:
         app.topics.acking_topics.add(TOPIC)
         app.flow_control.resume()
         app.consumer_generation_id = GENERATION
-        self.consumer = app.consumer
+        consumer = app.consumer
+        # Faust's Kafka consumer (its commit bookkeeping, read below) and stream (take_events) are
+        # these classes; their interfaces (ConsumerT, StreamT) declare neither.
+        assert isinstance(consumer, ThreadDelegateConsumer), consumer
+        self.consumer = consumer
         self.channel = app.channel()
-        self.stream = self.channel.stream()
+        stream = self.channel.stream()
+        assert isinstance(stream, faust.Stream), stream
+        self.stream = stream
         self.agent = agent
         self.got: list[int] = []
 
@@ -132,7 +139,10 @@ def _gated(name: str) -> tuple[PipelineFaustApp, OffsetGuard, ProcessedOffsets, 
         rewinds.extend(report.rewind_to.values())
         processed.finished({e.message.tp: guard.expected(e.message.tp) for e in live}, processed.epoch)
 
-    app.seek_listeners.append(lambda offsets: guard.start(offsets))
+    def on_seek(offsets: dict[Any, int]) -> None:
+        guard.start({tp: offset for tp, offset in offsets.items()})
+
+    app.seek_listeners.append(on_seek)
     return app, guard, processed, (agent, rewinds)
 
 

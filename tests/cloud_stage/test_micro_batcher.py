@@ -9,14 +9,16 @@ import numpy as np
 import pytest
 
 from pipeline.cloud_stage.inference_client import InferenceClient
-from pipeline.cloud_stage.micro_batcher import MicroBatcher
-from pipeline.cloud_stage.verification import decode_crop, letterbox
+from pipeline.cloud_stage.micro_batcher import FloatArray, MicroBatcher, PredictFn
+from pipeline.cloud_stage.verification import letterbox
 from pipeline.errors import InferenceUnavailable, ModelError
+from pipeline.local_stack.model_server import ModelServerProcess
 from pipeline.settings import ModelServerSettings
+from tests.cloud_stage.cloud_stage_helpers import Crops, decoded_crop
 
 
-def _fake(calls: list[int], delay_s: float = 0.0):  # type: ignore[no-untyped-def]
-    async def predict(batch: np.ndarray) -> np.ndarray:
+def _fake(calls: list[int], delay_s: float = 0.0) -> PredictFn:
+    async def predict(batch: FloatArray) -> FloatArray:
         calls.append(len(batch))
         await asyncio.sleep(delay_s)
         out = np.zeros((len(batch), 100, 6), np.float32)
@@ -50,7 +52,7 @@ def test_full_queue_fails_fast_and_errors_reach_every_request() -> None:
         assert sum(isinstance(r, InferenceUnavailable) for r in results) >= 2  # beyond the queue limit
         await b.close()
 
-        async def failing(batch: np.ndarray) -> np.ndarray:
+        async def failing(batch: FloatArray) -> FloatArray:
             raise InferenceUnavailable("down")
 
         b2 = MicroBatcher(failing, max_batch=8, max_wait_s=0.02, queue_limit=8)
@@ -63,19 +65,19 @@ def test_full_queue_fails_fast_and_errors_reach_every_request() -> None:
 
 
 @pytest.mark.integration
-def test_real_model_server_one_predict_per_batch(model_server: object, crops: object) -> None:
-    address = model_server.address  # type: ignore[attr-defined]
-    people = crops.people  # type: ignore[attr-defined]
+def test_real_model_server_one_predict_per_batch(model_server: ModelServerProcess, crops: Crops) -> None:
+    address = model_server.address
+    people = crops.people
 
     async def run() -> tuple[list[int], float, float]:
         client = InferenceClient(ModelServerSettings(address=address, timeout_s=60))
         info = await client.connect()
         assert info.name == "centernet" and info.max_batch is None and info.input_size == 256
-        images = [letterbox(decode_crop(people[i % len(people)]), info.input_size).image  # type: ignore[arg-type]
+        images = [letterbox(decoded_crop(people[i % len(people)]), info.input_size).image
                   for i in range(16)]  # fmt: skip
         calls: list[int] = []
 
-        async def predict(batch: np.ndarray) -> np.ndarray:
+        async def predict(batch: FloatArray) -> FloatArray:
             calls.append(len(batch))
             return await client.predict(batch)
 
@@ -102,9 +104,9 @@ def test_real_model_server_one_predict_per_batch(model_server: object, crops: ob
 
 
 @pytest.mark.integration
-def test_metadata_mismatch_is_a_clear_model_error(model_server: object) -> None:
+def test_metadata_mismatch_is_a_clear_model_error(model_server: ModelServerProcess) -> None:
     async def run() -> None:
-        address = model_server.address  # type: ignore[attr-defined]
+        address = model_server.address
         client = InferenceClient(ModelServerSettings(address=address, model_name="no-such-model"))
         with pytest.raises(ModelError, match="not served"):
             await client.connect()
@@ -122,7 +124,7 @@ def test_latency_bound_caps_the_batch_from_the_measured_cost() -> None:
     async def run() -> list[int]:
         calls: list[int] = []
 
-        async def predict(batch: np.ndarray) -> np.ndarray:  # 10 ms per image, as a server would
+        async def predict(batch: FloatArray) -> FloatArray:  # 10 ms per image, as a server would
             calls.append(len(batch))
             await asyncio.sleep(0.01 * len(batch))
             return np.zeros((len(batch), 100, 6), np.float32)
@@ -145,7 +147,7 @@ def test_two_calls_in_flight_and_close_fails_waiters() -> None:
         peak = 0
         release = asyncio.Event()
 
-        async def predict(batch: np.ndarray) -> np.ndarray:
+        async def predict(batch: FloatArray) -> FloatArray:
             nonlocal running, peak
             running += 1
             peak = max(peak, running)

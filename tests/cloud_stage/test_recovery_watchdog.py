@@ -8,6 +8,7 @@ checked with a fake clock and a fake consumer.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Hashable
 from typing import Any
 
 import pytest
@@ -19,7 +20,8 @@ from pipeline.testing import FakeClock
 
 pytestmark = pytest.mark.unit
 
-HW = {"seen-0": 7, "rules-0": 15, "empty-0": -1}  # Faust's highwaters: last offset, -1 when empty
+# Faust's highwaters: last offset, -1 when empty
+HW: dict[Hashable, int | None] = {"seen-0": 7, "rules-0": 15, "empty-0": -1}
 
 
 def test_a_recovery_that_receives_nothing_is_reseeked_then_rebalanced() -> None:
@@ -76,7 +78,7 @@ def test_nothing_to_do_outside_recovery_or_when_caught_up() -> None:
 def test_a_new_recovery_starts_with_a_reseek_again() -> None:
     clock = FakeClock()
     dog = RecoveryWatchdog(10.0, clock)
-    stuck = {"seen-0": -1}
+    stuck: dict[Hashable, int | None] = {"seen-0": -1}
     for _ in range(3):
         dog.check(True, stuck, HW)
         clock.advance(10)
@@ -136,8 +138,9 @@ def test_the_private_names_the_rejoin_uses_exist() -> None:
     # _request_rejoin: consumer._thread (ThreadDelegateConsumer), thread._ensure_consumer(),
     # thread.thread_loop, AIOKafkaConsumer._coordinator, GroupCoordinator.request_rejoin()
     from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from faust.transport.consumer import ThreadDelegateConsumer  # what faust_aiokafka imports
     from faust.transport.drivers import aiokafka as faust_aiokafka
 
     assert callable(faust_aiokafka.AIOKafkaConsumerThread._ensure_consumer)
     assert callable(GroupCoordinator.request_rejoin)
-    assert issubclass(faust_aiokafka.Consumer, faust_aiokafka.ThreadDelegateConsumer)
+    assert issubclass(faust_aiokafka.Consumer, ThreadDelegateConsumer)

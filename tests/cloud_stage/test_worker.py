@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -34,7 +35,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_alerts_dedupe_poison_and_restart(
-    make_settings: object, model_server: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
+    make_settings: Callable[..., Settings],
+    model_server: object,
+    crops: Crops,
+    tmp_path: Path,
+    cloud_worker: list[CloudWorker],
 ) -> None:
     s = worker_settings(make_settings, rules=[RULE], escalation="track_started", edge_weight=0.4)
     worker = CloudWorker(s, tmp_path / "cloud")
@@ -92,7 +97,11 @@ def test_alerts_dedupe_poison_and_restart(
 
 
 def _worker_with_own_model_server(
-    ms: ModelServerProcess, make_settings: object, tmp_path: Path, cloud_worker: list[CloudWorker], **cloud: object
+    ms: ModelServerProcess,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    cloud_worker: list[CloudWorker],
+    **cloud: object,
 ) -> tuple[Settings, CloudWorker, AlertReader, int]:
     """A started worker on a model server the test may stop, with /metrics on the returned port."""
     web_port = free_port()
@@ -109,7 +118,7 @@ def _worker_with_own_model_server(
 
 
 def test_model_server_outage_marks_unverified_and_recovers(
-    make_settings: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
+    make_settings: Callable[..., Settings], crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
 ) -> None:
     with ModelServerProcess(tmp_path / "ms", REPO_ROOT / "models") as ms:
         s, worker, reader, web_port = _worker_with_own_model_server(ms, make_settings, tmp_path, cloud_worker)
@@ -146,7 +155,7 @@ def test_model_server_outage_marks_unverified_and_recovers(
 
 
 def test_hold_policy_waits_for_the_model_instead_of_alerting_unverified(
-    make_settings: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
+    make_settings: Callable[..., Settings], crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
 ) -> None:
     # cloud.on_model_unavailable=hold: while the heavy model is down, escalated events wait
     # (their partition stalls, nothing is committed) and alert only once they are verified.
@@ -179,8 +188,8 @@ def test_hold_policy_waits_for_the_model_instead_of_alerting_unverified(
         assert worker.stop() == 0
 
 
-def test_config_set_produces_a_validated_record(make_settings: object, tmp_path: Path) -> None:
-    s = make_settings()  # type: ignore[operator]
+def test_config_set_produces_a_validated_record(make_settings: Callable[..., Settings], tmp_path: Path) -> None:
+    s = make_settings()
     cfg = tmp_path / "s.yaml"
     cfg.write_text(s.to_yaml())
     base = [sys.executable, "-m", "pipeline.cli", "--config", str(cfg), "config", "set"]

@@ -10,10 +10,12 @@ load about one restart in three hit it; the guard's rewinds are counted in the w
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from pipeline.settings import Settings
 from tests.cloud_stage.cloud_stage_helpers import (
     RULE,
     AlertReader,
@@ -31,7 +33,11 @@ KILL_DELAYS_S = (0.05, 0.3, 0.8, 0.2)  # after producing: mid-fetch, mid-verify,
 
 
 def test_repeated_worker_kills_lose_no_alert_and_make_no_new_ids(
-    make_settings: object, model_server: object, crops: Crops, tmp_path: Path, cloud_worker: list[CloudWorker]
+    make_settings: Callable[..., Settings],
+    model_server: object,
+    crops: Crops,
+    tmp_path: Path,
+    cloud_worker: list[CloudWorker],
 ) -> None:
     s = worker_settings(make_settings, rules=[RULE], escalation="track_started", edge_weight=0.4)
     worker = CloudWorker(s, tmp_path / "cloud")

@@ -16,7 +16,7 @@ from pipeline.edge_stage.snapshot import encode_snapshot
 from pipeline.history.store import HistoryStore
 from pipeline.metrics import Registry
 from pipeline.mqtt_client import connect, make_client
-from pipeline.operators.schema import Event, encode_event
+from pipeline.operators.schema import Event, EventType, encode_event
 from pipeline.operators.wire import (
     CameraState,
     CameraStatus,
@@ -117,11 +117,12 @@ class ScriptedNode:
         """One track through ``boxes`` (started, updated..., ended), published now; returns its id."""
         track = next(self._track)
         now = int(time.time() * 1000)
-        types = ["track_started", *["track_updated"] * (len(boxes) - 2), "track_ended"]
+        updated: list[EventType] = ["track_updated"] * (len(boxes) - 2)
+        types: list[EventType] = ["track_started", *updated, "track_ended"]
         events = [
             Event(id=f"{self.cam}-{track}-{i}-{now}", site=self.site, cam=self.cam, ts=now + i * step_ms,
                   seq=next(self._seq), type=t, track=track, label="person", score=0.9, box=box, det="scripted@1",
-                  crop=crop if i == 0 else None)  # type: ignore[arg-type]
+                  crop=crop if i == 0 else None)
             for i, (t, box) in enumerate(zip(types, boxes, strict=True))
         ]  # fmt: skip
         topic = self.topics.camera(self.site, self.cam, Kind.EVENTS)

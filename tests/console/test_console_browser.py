@@ -12,6 +12,7 @@ taken on the way (docs/ with PIPELINE_SCREENSHOTS=docs).
 from __future__ import annotations
 
 import base64
+import functools
 import http.cookiejar
 import json
 import logging
@@ -30,7 +31,7 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from pipeline.console.feed import ConsoleFeed
+from pipeline.console.feed import CameraView, ConsoleFeed
 from pipeline.metrics import Registry
 from pipeline.settings import SAMPLE_CLIP
 from pipeline.testing import wait_until
@@ -68,6 +69,10 @@ def live_ids(driver: Driver) -> list[str]:
     return [str(tr.get_attribute("data-id")) for tr in driver.find_elements(By.CSS_SELECTOR, "#live-alerts tr.alert")]
 
 
+def new_live_alert(driver: Driver, before: set[str]) -> bool:
+    return len(set(live_ids(driver)) - before) >= 1
+
+
 def test_anonymous_requests_are_refused(console_stack: ConsoleStack) -> None:
     def status_of(path: str, data: bytes | None = None) -> int:
         opener = urllib.request.build_opener(NoRedirect())
@@ -94,12 +99,12 @@ def test_login_fleet_and_live_alert_within_2_s(console_stack: ConsoleStack, brow
     driver, node = browser, console_stack.node
     login(driver, console_stack, "ada")
     node.publish_status()  # a second status: the fleet page shows fps from the two
-    assert wait_until(
-        lambda: (
-            console_stack.feed.camera(SITE, CAM) is not None and console_stack.feed.camera(SITE, CAM).fps is not None
-        ),
-        10,
-    )  # type: ignore[union-attr]
+
+    def fps_shown() -> bool:
+        view = console_stack.feed.camera(SITE, CAM)
+        return view is not None and view.fps is not None
+
+    assert wait_until(fps_shown, 10)
     driver.get(console_stack.url + "/")
     row = driver.find_element(By.CSS_SELECTOR, f"tr.camera[data-cam='{CAM}']")
     assert "online" in row.get_attribute("class") and "online" in row.text
@@ -114,7 +119,7 @@ def test_login_fleet_and_live_alert_within_2_s(console_stack: ConsoleStack, brow
         sent = time.monotonic()
         track, _events = node.track([(0.40, 0.3, 0.48, 0.7), (0.41, 0.3, 0.49, 0.7), (0.42, 0.3, 0.5, 0.7)],
                                     crop=crop)  # fmt: skip
-        assert wait_until(lambda b=before: len(set(live_ids(driver)) - b) >= 1, 2.0, 0.02), (  # type: ignore[misc]
+        assert wait_until(functools.partial(new_live_alert, driver, before), 2.0, 0.02), (
             f"no live alert for track {track} within 2 s"
         )
         latencies.append(time.monotonic() - sent)
@@ -165,11 +170,15 @@ def test_line_drawn_on_snapshot_becomes_a_rule_whose_crossing_alert_arrives(
     driver.find_element(By.ID, "save").click()
     assert wait_until(lambda: driver.find_elements(By.ID, "saved"), 10), driver.page_source[:3000]
     # the retained config comes back through the bridge: the page lists the rule
-    assert wait_until(
-        lambda: any(r.get("id") == "door" for r in (console_stack.feed.camera(SITE, CAM).config.get("rules") or [])), 20
-    )  # type: ignore[union-attr]
+
+    def view() -> CameraView:
+        v = console_stack.feed.camera(SITE, CAM)
+        assert v is not None
+        return v
+
+    assert wait_until(lambda: any(r.get("id") == "door" for r in (view().config.get("rules") or [])), 20)
     open_track = node.open_track((0.33, 0.37, 0.38, 0.54))  # drawn as a live track box
-    assert wait_until(lambda: open_track in console_stack.feed.camera(SITE, CAM).tracks, 10)  # type: ignore[union-attr]
+    assert wait_until(lambda: open_track in view().tracks, 10)
     driver.refresh()
     assert driver.find_elements(By.CSS_SELECTOR, f"#overlay rect.track[data-track='{open_track}']")
     assert driver.find_elements(By.CSS_SELECTOR, "#rules tr.rule[data-id='door']")
@@ -192,7 +201,7 @@ def test_line_drawn_on_snapshot_becomes_a_rule_whose_crossing_alert_arrives(
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and not door_rows():
         node.track(crossing_boxes())
-        wait_until(door_rows, 3)
+        wait_until(lambda: bool(door_rows()), 3)
     assert door_rows(), "no line-crossing alert of the drawn rule"
 
 

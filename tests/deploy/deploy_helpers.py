@@ -55,6 +55,7 @@ def interpolate(value: str, env: dict[str, str]) -> str:
         if op in (":?", "?"):
             if have in (None, "") if op == ":?" else have is None:
                 raise KeyError(f"{name}: {arg}")
+            assert have is not None  # "?": not None, ":?": neither None nor ""
             return have
         return have or ""
 

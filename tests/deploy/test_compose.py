@@ -205,7 +205,8 @@ def test_project_services_read_only_known_settings(compose: dict[str, Any], env_
             section, _, field = key.removeprefix("PIPELINE_").lower().partition("__")
             assert section in Settings.model_fields, f"{name}: {key}"
             section_model = Settings.model_fields[section].annotation
-            assert field in section_model.model_fields, f"{name}: {key}"  # type: ignore[union-attr]
+            assert section_model is not None, f"{name}: {key}"
+            assert field in section_model.model_fields, f"{name}: {key}"
 
 
 @pytest.mark.unit

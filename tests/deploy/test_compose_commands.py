@@ -52,6 +52,7 @@ def _subcommands() -> set[str]:
 
     parser = build_parser()
     action = next(a for a in parser._actions if a.dest == "command")  # argparse has no public API for it
+    assert action.choices is not None  # the subparsers' action: its choices are the subcommands
     return set(action.choices)
 
 

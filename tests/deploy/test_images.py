@@ -67,10 +67,13 @@ def test_entrypoint_gives_each_replica_its_own_bridge_client_id(tmp_path: Path) 
     stub.write_text('#!/bin/sh\necho "client=$PIPELINE_BRIDGE__CLIENT_ID args=$*"\n')
     stub.chmod(0o755)
     env = {"PATH": f"{tmp_path}:{os.environ['PATH']}"}
-    run = lambda extra: subprocess.run(  # noqa: E731
-        ["sh", str(DEPLOY / "docker-entrypoint.sh"), "bridge"], env={**env, **extra},
-        capture_output=True, text=True, timeout=10, check=True,
-    ).stdout.strip()  # fmt: skip
+
+    def run(extra: dict[str, str]) -> str:
+        return subprocess.run(
+            ["sh", str(DEPLOY / "docker-entrypoint.sh"), "bridge"], env={**env, **extra},
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+
     host = subprocess.run(["hostname"], capture_output=True, text=True, check=True).stdout.strip()
     assert run({}) == f"client=bridge-{host} args=bridge"
     assert run({"PIPELINE_BRIDGE__CLIENT_ID": "b-7"}) == "client=b-7 args=bridge"
@@ -93,7 +96,10 @@ def test_healthcheck_probe_exit_codes() -> None:
     thread.start()
     probe = [sys.executable, str(DEPLOY / "healthcheck.py")]
     try:
-        code = lambda target: subprocess.run([*probe, target], capture_output=True, timeout=15).returncode  # noqa: E731
+
+        def code(target: str) -> int:
+            return subprocess.run([*probe, target], capture_output=True, timeout=15).returncode
+
         assert code(f"http://127.0.0.1:{port}/healthz") == 0
         assert code(f"http://127.0.0.1:{port}/other") == 1
         assert code(f"tcp://127.0.0.1:{port}") == 0

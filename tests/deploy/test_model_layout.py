@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import pytest
 from google.protobuf import (
@@ -27,7 +28,7 @@ BATCHING = REPO_ROOT / "deploy" / "tfserving" / "batching_parameters.txt"
 CONTAINER_MODELS = PurePosixPath("/models")  # docker-compose.yml mounts ./models there
 
 
-def _model_config():  # type: ignore[no-untyped-def]
+def _model_config() -> Any:  # a ModelServerConfig: tensorflow_serving's protos have no type hints
     if not CONFIG.is_file():
         pytest.skip("models/models.config does not exist yet (written with the model, scripts/build_models.py)")
     from tensorflow_serving.config import model_server_config_pb2
@@ -79,7 +80,8 @@ def _batching_parameters_class() -> type:
     try:
         from tensorflow_serving.servables.tensorflow import session_bundle_config_pb2
 
-        return session_bundle_config_pb2.BatchingParameters  # type: ignore[no-any-return]
+        batching_parameters: type = session_bundle_config_pb2.BatchingParameters  # untyped (no stubs)
+        return batching_parameters
     except ImportError:
         pass
     # tensorflow-serving-api does not ship session_bundle_config_pb2: rebuild the message from
@@ -105,7 +107,8 @@ def _batching_parameters_class() -> type:
         field = msg.field.add(name=name, number=number, type=typ, label=label)
         if type_name:
             field.type_name = type_name
-    pool = descriptor_pool.Default()
+    # types-protobuf 4.25 leaves Default() and DescriptorPool's methods unannotated: the pool is untyped.
+    pool = descriptor_pool.Default()  # type: ignore[no-untyped-call]
     with contextlib.suppress(TypeError):  # already added by an earlier call in this process
         pool.Add(proto)
     return message_factory.GetMessageClass(pool.FindMessageTypeByName("deploy_test.serving.BatchingParameters"))

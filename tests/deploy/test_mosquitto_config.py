@@ -12,12 +12,15 @@ import shutil
 import subprocess
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pipeline.local_stack.ports import free_port, port_open
 from pipeline.settings import REPO_ROOT
@@ -34,7 +37,7 @@ def _mosquitto() -> str:
 
 
 @pytest.fixture
-def repo_broker(tmp_path: Path) -> Any:
+def repo_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     exe = _mosquitto()
     auth, data = tmp_path / "auth", tmp_path / "data"
     data.mkdir()
@@ -70,7 +73,14 @@ def _client(port: int, user: str, password: str) -> tuple[mqtt.Client, Any]:
     c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{user}-{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
     c.username_pw_set(user, password)
     result: dict[str, Any] = {"connack": threading.Event(), "messages": [], "pubacks": {}}
-    c.on_connect = lambda cl, ud, flags, rc, props: (result.__setitem__("rc", rc), result["connack"].set())
+
+    def on_connect(
+        cl: mqtt.Client, ud: Any, flags: mqtt.ConnectFlags, rc: ReasonCode, props: Properties | None
+    ) -> None:
+        result["rc"] = rc
+        result["connack"].set()
+
+    c.on_connect = on_connect
     c.on_message = lambda cl, ud, msg: result["messages"].append(msg.topic)
     c.on_publish = lambda cl, ud, mid, rc, props: result["pubacks"].__setitem__(mid, rc)
     c.connect("127.0.0.1", port, clean_start=True)
@@ -80,7 +90,7 @@ def _client(port: int, user: str, password: str) -> tuple[mqtt.Client, Any]:
 
 
 @pytest.mark.integration
-def test_password_file_and_per_camera_acls(repo_broker: Any) -> None:
+def test_password_file_and_per_camera_acls(repo_broker: tuple[int, Path]) -> None:
     port, _ = repo_broker
     bad, res = _client(port, "node-1", "wrong")
     assert res["rc"].is_failure
@@ -92,7 +102,12 @@ def test_password_file_and_per_camera_acls(repo_broker: Any) -> None:
     try:
         assert not seen["rc"].is_failure and not pub["rc"].is_failure
         sub = threading.Event()
-        bridge.on_subscribe = lambda cl, ud, mid, codes, props: (seen.__setitem__("granted", codes), sub.set())
+
+        def on_subscribe(cl: mqtt.Client, ud: Any, mid: int, codes: list[ReasonCode], props: Properties) -> None:
+            seen["granted"] = codes
+            sub.set()
+
+        bridge.on_subscribe = on_subscribe
         bridge.subscribe("$share/bridges/vision/+/+/events", qos=1)  # what the bridge subscribes
         assert sub.wait(5)
         assert not seen["granted"][0].is_failure, seen["granted"]
@@ -114,7 +129,7 @@ def test_password_file_and_per_camera_acls(repo_broker: Any) -> None:
 
 
 @pytest.mark.integration
-def test_compose_health_check_command_passes(repo_broker: Any, compose: dict[str, Any]) -> None:
+def test_compose_health_check_command_passes(repo_broker: tuple[int, Path], compose: dict[str, Any]) -> None:
     port, auth = repo_broker
     if shutil.which("mosquitto_sub") is None:
         pytest.skip("mosquitto_sub not installed (apt-get install mosquitto-clients)")
@@ -143,10 +158,13 @@ def test_make_passwd_run_again_keeps_the_healthcheck_password(tmp_path: Path) ->
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd not installed (apt-get install mosquitto)")
     env = {"PATH": os.environ["PATH"], "MQTT_BRIDGE_PASSWORD": "b"}
-    make = lambda: subprocess.run(  # noqa: E731
-        ["sh", str(MOSQ / "make-passwd.sh"), str(tmp_path / "passwd")],
-        env=env, capture_output=True, text=True, timeout=30, check=True,
-    )  # fmt: skip
+
+    def make() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", str(MOSQ / "make-passwd.sh"), str(tmp_path / "passwd")],
+            env=env, capture_output=True, text=True, timeout=30, check=True,
+        )  # fmt: skip
+
     make()
     first = (tmp_path / "healthcheck.pw").read_text()
     make()

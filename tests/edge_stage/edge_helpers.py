@@ -83,11 +83,11 @@ class Collector:
 
     def _on_message(self, c: mqtt.Client, u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
         parsed = self.topics.parse_camera(msg.topic)
         if parsed is None or parsed[2] != Kind.EVENTS:
             return
-        ev = decode_event(msg.payload)
+        ev = decode_event(bytes(msg.payload))
         assert isinstance(ev, Event), ev
         with self.lock:
             self.events.append(ev)

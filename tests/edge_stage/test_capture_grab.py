@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from pipeline.edge_stage.capture import Capture, Frame, open_cv
+from pipeline.edge_stage.capture import Capture, Frame, Opener, open_cv
 from pipeline.metrics import Registry
 from pipeline.settings import SAMPLE_CLIP
 from tests.edge_stage.edge_helpers import needs_clip
@@ -37,10 +37,10 @@ class ReadOnly:
         self._cap.release()
 
 
-def _sampled(opener: object, m: Registry, limit: int = 30) -> list[Frame]:
+def _sampled(opener: Opener, m: Registry, limit: int = 30) -> list[Frame]:
     cap = Capture("c", str(SAMPLE_CLIP), detect_fps=lambda: 5.0, realtime=False, stop=threading.Event(),
-                  metrics=m, opener=opener)  # type: ignore[arg-type]  # fmt: skip
-    out = []
+                  metrics=m, opener=opener)  # fmt: skip
+    out: list[Frame] = []
     try:
         while len(out) < limit and (f := cap.next()) is not None:
             out.append(f)

@@ -66,12 +66,13 @@ class PersistentCollector(Collector):
             client_id=f"pc-{uuid.uuid4().hex[:6]}",
             protocol=mqtt.MQTTv5,
         )
-        self.client.reconnect_delay_set(0.2, 1)
+        # paho annotates the delays as int; they are seconds it sleeps, a float works (fast reconnects here).
+        self.client.reconnect_delay_set(0.2, 1)  # type: ignore[arg-type]
         subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"{m.topic_prefix}/+/+/events", qos=1)
         self.client.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
         self.client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho: no hints on __init__
         props.SessionExpiryInterval = 300
         self.client.connect(m.host, m.port, clean_start=False, properties=props)
         self.client.loop_start()

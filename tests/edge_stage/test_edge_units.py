@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from pipeline.edge_stage.capture import Backoff, Capture, SourceState, frame_problem
@@ -26,7 +27,7 @@ from pipeline.testing import FakeClock
 pytestmark = pytest.mark.unit
 
 
-def _frame(x: int | None = None, w: int = 320, h: int = 240) -> np.ndarray:
+def _frame(x: int | None = None, w: int = 320, h: int = 240) -> npt.NDArray[np.uint8]:
     img = np.full((h, w, 3), 90, np.uint8)
     if x is not None:
         img[80:160, x : x + 30] = 240
@@ -274,8 +275,10 @@ def test_config_apply_stale_and_invalid() -> None:
     assert isinstance(bad, Rejected) and bad.reason == "invalid_config" and "detect_fps" in bad.detail
     assert live.camera.detect_fps == 2.0  # old config kept
     assert isinstance(live.offer(_cfg(5, {"nonsense": 1})), Rejected)
-    assert parse_config(_cfg(6, {"source": "other"}), "s1", cam, 0).reason == "not_live"  # type: ignore[union-attr]
-    assert parse_config(_cfg(6, {}, cam="cam-2"), "s1", cam, 0).reason == "wrong_camera"  # type: ignore[union-attr]
+    not_live = parse_config(_cfg(6, {"source": "other"}), "s1", cam, 0)
+    assert not isinstance(not_live, Applied) and not_live.reason == "not_live"
+    wrong_camera = parse_config(_cfg(6, {}, cam="cam-2"), "s1", cam, 0)
+    assert not isinstance(wrong_camera, Applied) and wrong_camera.reason == "wrong_camera"
     assert isinstance(parse_config(b"{not json", "s1", cam, 0), Rejected)
 
 

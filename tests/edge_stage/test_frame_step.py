@@ -38,7 +38,8 @@ class Recorder:
 
 
 def test_stages_run_in_order_and_only_work_done_is_timed() -> None:
-    m, log = Registry(), []
+    m = Registry()
+    log: list[str] = []
     a, b = Recorder("a", log, "a_seconds"), Recorder("b", log, None)
     step = FrameStep([a, b], m, "c1")
     image = np.zeros((4, 4, 3), np.uint8)

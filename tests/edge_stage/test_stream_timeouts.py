@@ -46,10 +46,12 @@ def silent_server() -> Iterator[str]:
     srv.close()
 
 
-def _capture(source: str, states: list[SourceState], stop: threading.Event, **kw: object) -> Capture:
+def _capture(
+    source: str, states: list[SourceState], stop: threading.Event, reopen_attempts: int | None = None
+) -> Capture:
     return Capture(
         "cam-x", source, detect_fps=lambda: 5.0, stop=stop, metrics=Registry(), on_state=states.append,
-        stream_timeout_s=1.0, backoff=Backoff(base_s=0.1, cap_s=0.2), **kw,  # type: ignore[arg-type]
+        stream_timeout_s=1.0, backoff=Backoff(base_s=0.1, cap_s=0.2), reopen_attempts=reopen_attempts,
     )  # fmt: skip
 
 
@@ -81,7 +83,7 @@ def test_stalled_stream_is_detected_and_reopened() -> None:
     t = threading.Thread(target=consume, daemon=True)
     t.start()
     try:
-        assert wait_until(lambda: frames and camera.clients >= 1, 20), "first connection streams frames"
+        assert wait_until(lambda: bool(frames) and camera.clients >= 1, 20), "first connection streams frames"
         # The camera stalls after 8 frames with the socket open: the read timeout ends the read,
         # the camera goes "reconnecting" and connects again (a fresh connection streams again).
         assert wait_until(lambda: camera.clients >= 2, 20), f"no reconnect; states {states}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Sequence
 
 import cv2
 import numpy as np
@@ -41,7 +42,9 @@ def started_event(alert: Alert, jpeg: bytes) -> Event:
     )  # fmt: skip
 
 
-def produce(settings: Settings, alerts: list[Alert] = (), raw: list[bytes] = (), events: list[Event] = ()) -> None:  # type: ignore[assignment]
+def produce(
+    settings: Settings, alerts: Sequence[Alert] = (), raw: Sequence[bytes] = (), events: Sequence[Event] = ()
+) -> None:
     producer = KafkaProducer(**settings.kafka.client_kwargs(), acks="all", linger_ms=5)
     for a in alerts:
         producer.send(settings.kafka.alerts_topic, key=a.cam.encode(), value=encode_alert(a))

@@ -50,7 +50,8 @@ def test_redelivered_alerts_stored_once_and_bad_records_dead_lettered(
         assert store.count(AlertQuery()) == 30
         assert {r.alert.id for r in store.search(AlertQuery(limit=100))} == {a.id for a in alerts}
         assert metrics.counter("history_alerts_duplicate_total") == 30
-        assert store.get(alerts[0].id).has_crop and not store.get(alerts[5].id).has_crop  # type: ignore[union-attr]
+        first, sixth = store.get(alerts[0].id), store.get(alerts[5].id)
+        assert first is not None and first.has_crop and sixth is not None and not sixth.has_crop
         assert metrics.counter("dead_letters_total", reason="not_json", source="kafka") == 1
         assert metrics.counter("dead_letters_total", reason="missing_field", source="kafka") == 1
         dead = [json.loads(v) for v in read_all(settings, settings.kafka.dead_letter_topic)]

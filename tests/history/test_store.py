@@ -7,12 +7,14 @@ import pytest
 from pipeline.history.crops import prepare_crop
 from pipeline.history.migrations import LATEST_VERSION
 from pipeline.history.store import AlertQuery, HistoryStore, StoredAlert, TrackCrop
+from pipeline.local_stack.postgres import PostgresProcess
+from pipeline.operators.schema import Alert
 from tests.history.history_helpers import crop_jpeg, make_alert
 
 pytestmark = pytest.mark.integration
 
 
-def stored(alerts: list) -> list[StoredAlert]:
+def stored(alerts: list[Alert]) -> list[StoredAlert]:
     return [StoredAlert(a, a.ts + 5, "alerts", 0, i) for i, a in enumerate(alerts)]
 
 
@@ -89,7 +91,8 @@ def test_retention_deletes_by_age_and_crops_join(store_url: str) -> None:
             TrackCrop("site-a", "cam-1", 2, "e2", 1_999_000, jpeg),
         ]
         store.write(stored([old, new]), crops)
-        assert store.get(new.id).has_crop  # type: ignore[union-attr]
+        got = store.get(new.id)
+        assert got is not None and got.has_crop
         assert store.crop("site-a", "cam-1", 2) == jpeg
         assert store.delete_older_than(1_500_000) == (1, 1)
         assert store.get(old.id) is None and store.crop("site-a", "cam-1", 1) is None
@@ -112,7 +115,7 @@ def test_crops_are_kept_under_the_cap() -> None:
     assert isinstance(blurred, bytes)
 
 
-def test_postgres_connection_dropped_by_the_server_is_made_again(postgres_server) -> None:  # type: ignore[no-untyped-def]
+def test_postgres_connection_dropped_by_the_server_is_made_again(postgres_server: PostgresProcess) -> None:
     """A server restart or failover drops the store's session: the statement that meets it fails
     (the consumer retries that batch), and the next one runs on a new connection."""
     import uuid
@@ -139,7 +142,7 @@ def test_postgres_connection_dropped_by_the_server_is_made_again(postgres_server
         store.close()
 
 
-def test_a_sql_ascii_database_still_gives_text(postgres_server) -> None:  # type: ignore[no-untyped-def]
+def test_a_sql_ascii_database_still_gives_text(postgres_server: PostgresProcess) -> None:
     """initdb on a host without a locale makes SQL_ASCII databases, where psycopg returns text
     columns as bytes; the console's history chart failed on it in the compose tier."""
     import uuid

@@ -66,7 +66,7 @@ class Listener:
             with self.lock:
                 self.statuses.setdefault(cam, []).append(json.loads(msg.payload))
         elif kind == Kind.EVENTS:
-            ev = decode_event(msg.payload)
+            ev = decode_event(bytes(msg.payload))
             assert isinstance(ev, Event), ev
             with self.lock:
                 self.events.append(ev)

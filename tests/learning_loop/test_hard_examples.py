@@ -8,6 +8,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -22,6 +23,7 @@ from pipeline.hard_examples.selection import sampled
 from pipeline.local_stack.pipeline_service import PipelineService
 from pipeline.local_stack.ports import free_port
 from pipeline.operators.schema import encode_event
+from pipeline.settings import Settings
 from pipeline.testing import wait_until
 from tests.learning_loop.loop_helpers import Listener
 
@@ -30,12 +32,12 @@ RATE = 0.5
 
 
 def test_disagreements_become_a_dataset_and_a_report(
-    make_settings: object, model_server: object, loop_clip: Path, tmp_path: Path
+    make_settings: Callable[..., Settings], model_server: object, loop_clip: Path, tmp_path: Path
 ) -> None:
     from kafka import KafkaProducer
 
     dataset = tmp_path / "dataset"
-    s = make_settings(  # type: ignore[operator]
+    s = make_settings(
         edge={"site": "s1", "detector": "centernet-int8", "final_ack_wait_s": 1.0, "detector_threads": 2,
               "cameras": [{"id": "cam-w", "source": str(loop_clip), "min_score": 0.05, "detect_fps": 5,
                            "labels": ["person", "car", "bicycle", "handbag", "backpack", "umbrella"]}]},
@@ -95,7 +97,9 @@ def test_disagreements_become_a_dataset_and_a_report(
     # privacy: a person crop is stored blurred (it differs from the edge's crop in the head area)
     person = next((r for r in records if r["edge"]["label"] == "person"), None)
     if person is not None:
-        original = cv2.imdecode(np.frombuffer(base64.b64decode(by_id[person["id"]].crop), np.uint8), cv2.IMREAD_COLOR)
+        crop = by_id[person["id"]].crop
+        assert crop is not None  # escalated events carry their crop
+        original = cv2.imdecode(np.frombuffer(base64.b64decode(crop), np.uint8), cv2.IMREAD_COLOR)
         stored = cv2.imread(str(dataset / person["image"]))
         h = original.shape[0]
         head = slice(h // 12, h // 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,8 @@ import pytest
 from pydantic import SecretStr
 
 from pipeline.cloud_stage.verification import CropDetection, Verdict
-from pipeline.edge_stage.detectors.base import Detector
+from pipeline.edge_stage.capture import Image
+from pipeline.edge_stage.detectors.base import Detector, Roi
 from pipeline.edge_stage.detectors.tflite_centernet import CenterNetDetector
 from pipeline.edge_stage.model_download import ModelStore, file_sha256
 from pipeline.edge_stage.model_swap import CameraModels, smoke_test, synthetic_frame
@@ -25,6 +27,7 @@ from pipeline.model_registry.registry import ModelRegistry, model_ref
 from pipeline.model_registry.rollout import bucket, select_cameras
 from pipeline.model_signing import signed
 from pipeline.operators.schema import Event, Rejected
+from pipeline.operators.tracking import Detection
 from pipeline.settings import EdgeSettings, Settings
 from pipeline.testing import wait_until
 from tests.learning_loop.loop_helpers import DEFAULT_INT8_TAG, INT8, registry_with_versions
@@ -33,7 +36,7 @@ pytestmark = pytest.mark.unit
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModelRegistry, RegistryServer]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ModelRegistry, RegistryServer]]:
     reg = registry_with_versions(tmp_path_factory.mktemp("reg") / "registry")
     with RegistryServer(reg) as server:
         yield reg, server
@@ -144,12 +147,12 @@ def test_signed_references_only_when_a_key_is_set(served: tuple[ModelRegistry, R
 class Flaky(Detector):
     """The real int8 detector whose inference fails on demand (to exercise the rollback)."""
 
-    def __init__(self, inner: CenterNetDetector, name: str, version: str) -> None:
+    def __init__(self, inner: Detector, name: str, version: str) -> None:
         self.inner, self.name, self.version = inner, name, version
         self.labels, self.input_size = inner.labels, inner.input_size
         self.fail = False
 
-    def detect(self, frame_bgr, roi=None):  # type: ignore[no-untyped-def]
+    def detect(self, frame_bgr: Image, roi: Roi | None = None) -> list[Detection]:
         if self.fail:
             raise RuntimeError("tensor arena corrupted")
         return self.inner.detect(frame_bgr, roi)
@@ -170,13 +173,14 @@ def test_smoke_test_and_rollback_after_failures(served: tuple[ModelRegistry, Reg
     assert new is not None and new.tag == "centernet@2" and reports[-1][0] == "active"
     # wrap the real v2 interpreter so that its inference fails from now on
     assert models.active is not None
-    flaky = Flaky(models.active.detector, "centernet", "2")  # type: ignore[arg-type]
+    flaky = Flaky(models.active.detector, "centernet", "2")
     models.active.detector = flaky
     flaky.fail = True
     assert models.on_error(RuntimeError("1")) is None and models.on_error(RuntimeError("2")) is None
     restored = models.on_error(RuntimeError("3"))
     assert restored is real and reports[-1][0] == "rolled_back" and reports[-1][2] == DEFAULT_INT8_TAG
-    assert models.snapshot()["model_error"].startswith("rolled_back: centernet@2 failed 3 times")  # type: ignore[union-attr]
+    model_error = models.snapshot()["model_error"]
+    assert isinstance(model_error, str) and model_error.startswith("rolled_back: centernet@2 failed 3 times")
     with pytest.raises(RuntimeError):  # the packaged model failing has nothing to fall back to
         models.on_error(RuntimeError("packaged"))
     models.close()

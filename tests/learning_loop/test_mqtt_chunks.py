@@ -21,6 +21,7 @@ from pydantic import SecretStr, ValidationError
 
 from pipeline.edge_stage.model_download import ModelStore
 from pipeline.edge_stage.runner import run_edge
+from pipeline.local_stack.mosquitto import MosquittoProcess
 from pipeline.model_registry.chunk_push import clear_chunks, push_chunks, retained_manifest
 from pipeline.model_registry.command import publish_records
 from pipeline.model_registry.registry import ModelRegistry, model_ref
@@ -115,9 +116,9 @@ def test_model_ref_url_and_topics() -> None:
 
 
 @pytest.fixture
-def mq(mqtt_broker: object) -> MqttSettings:
+def mq(mqtt_broker: MosquittoProcess) -> MqttSettings:
     b = mqtt_broker
-    return MqttSettings(host=b.host, port=b.port, topic_prefix=f"t{uuid.uuid4().hex[:8]}")  # type: ignore[attr-defined]
+    return MqttSettings(host=b.host, port=b.port, topic_prefix=f"t{uuid.uuid4().hex[:8]}")
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +150,7 @@ def publish(mq: MqttSettings, items: list[tuple[str, bytes]]) -> None:
 
 
 def store(tmp: Path, mq: MqttSettings, stop: threading.Event | None = None, **edge: object) -> ModelStore:
-    settings = EdgeSettings(**{"model_dir": tmp, "model_download_timeout_s": 3.0, **edge})  # type: ignore[arg-type]
+    settings = EdgeSettings(**{"model_dir": tmp, "model_download_timeout_s": 3.0, **edge})
     return ModelStore(settings, stop, mqtt=mq)
 
 
@@ -299,9 +300,9 @@ def rejected(tag: str, reason: str) -> Callable[[dict[str, Any]], bool]:
 @pytest.mark.integration
 @pytest.mark.slow
 def test_live_camera_refuses_a_bad_chunk_then_swaps_over_mqtt(
-    make_settings: object, registry: ModelRegistry, loop_clip: Path, tmp_path: Path
+    make_settings: Callable[..., Settings], registry: ModelRegistry, loop_clip: Path, tmp_path: Path
 ) -> None:
-    s = make_settings(  # type: ignore[operator]
+    s = make_settings(
         edge={"site": "s1", "detector": "centernet-int8", "keepalive_event_s": 0.5, "detector_threads": 1,
               "status_interval_s": 1.0, "model_dir": str(tmp_path / "edge-models"), "final_ack_wait_s": 0.5,
               "model_download_attempts": 2, "model_download_timeout_s": 5.0,

@@ -19,6 +19,7 @@ from pipeline.model_registry.command import publish_records
 from pipeline.model_registry.file_server import RegistryServer
 from pipeline.model_registry.registry import model_ref
 from pipeline.model_registry.rollout import model_config
+from pipeline.settings import Settings
 from pipeline.testing import wait_until
 from tests.learning_loop.loop_helpers import DEFAULT_INT8_TAG, Listener, registry_with_versions
 
@@ -29,7 +30,7 @@ def rejected(tag: str, reason: str) -> Callable[[dict[str, Any]], bool]:
     return lambda status: f"model {tag} rejected: {reason}" in status.get("reason", "")
 
 
-def test_rollout_reject_and_rollback(make_settings: object, loop_clip: Path, tmp_path: Path) -> None:
+def test_rollout_reject_and_rollback(make_settings: Callable[..., Settings], loop_clip: Path, tmp_path: Path) -> None:
     reg = registry_with_versions(tmp_path / "registry")
     # centernet@4 is registered intact, then damaged on the server's disk: a corrupted transfer
     (tmp_path / "v4").mkdir()
@@ -47,7 +48,7 @@ def test_rollout_reject_and_rollback(make_settings: object, loop_clip: Path, tmp
     camera = {"source": str(loop_clip), "loop": True, "realtime": True, "detect_fps": 4}
     cams = [{"id": c, **camera} for c in ("cam-1", "cam-2")]
     with RegistryServer(reg) as server:
-        s = make_settings(  # type: ignore[operator]
+        s = make_settings(
             edge={"site": "s1", "detector": "centernet-int8", "cameras": cams, "keepalive_event_s": 0.5,
                   "detector_threads": 1, "status_interval_s": 1.0, "model_dir": str(tmp_path / "edge-models"),
                   "final_ack_wait_s": 0.5},

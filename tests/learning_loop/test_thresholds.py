@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,7 +78,7 @@ def test_two_sites_cameras_with_one_id_get_their_own_threshold() -> None:
     assert by_camera["b/cam-1"].suggested is None and by_camera["b/cam-1"].examples == 20
 
 
-def test_recorder_keeps_each_sites_camera_apart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_recorder_keeps_each_sites_camera_apart(tmp_path: Path) -> None:
     """Two sites' cam-1: their own directories, day caps and report groups; records carry the site."""
     import base64
     from dataclasses import replace

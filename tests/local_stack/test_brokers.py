@@ -7,10 +7,13 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from pipeline.errors import ConfigError, LocalStackError
 from pipeline.local_stack.kafka_topics import ensure_topics, project_topics
@@ -24,14 +27,14 @@ pytestmark = pytest.mark.integration
 
 
 def _client(broker: MosquittoProcess, client_id: str = "") -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
     client.connect(broker.host, broker.port, keepalive=10)
     client.loop_start()
     return client
 
 
-def _collect(client: mqtt.Client, topic: str, qos: int = 1) -> tuple[list[bytes], threading.Event]:
-    got: list[bytes] = []
+def _collect(client: mqtt.Client, topic: str, qos: int = 1) -> tuple[list[bytes | bytearray], threading.Event]:
+    got: list[bytes | bytearray] = []
     subscribed = threading.Event()
     client.on_message = lambda c, u, msg: got.append(msg.payload)
     client.on_subscribe = lambda *a: subscribed.set()
@@ -121,7 +124,7 @@ def test_tansu_produce_consume_with_keys(kafka_broker: TansuProcess, make_settin
         auto_offset_reset="earliest",
     )
     try:
-        records = []
+        records: list[Any] = []  # kafka-python's ConsumerRecords (no type hints)
         deadline = time.monotonic() + 30
         while len(records) < 20 and time.monotonic() < deadline:
             for batch in consumer.poll(500).values():
@@ -194,9 +197,9 @@ def test_mosquitto_password_file(make_mqtt_broker: Callable[..., MosquittoProces
     acl.write_text("user cam\ntopic readwrite vision/#\n")
     broker = make_mqtt_broker(allow_anonymous=False, password_file=passwords, acl_file=acl)
     assert "allow_anonymous false" in broker.conf_path.read_text()
-    results: dict[str, mqtt.ReasonCode] = {}
+    results: dict[str, ReasonCode] = {}
     for name, password in (("good", "s3cret"), ("bad", "wrong")):
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
         client.username_pw_set("cam", password)
         done = threading.Event()
 
@@ -204,7 +207,7 @@ def test_mosquitto_password_file(make_mqtt_broker: Callable[..., MosquittoProces
             c: mqtt.Client,
             u: object,
             f: object,
-            rc: mqtt.ReasonCode,
+            rc: ReasonCode,
             p: object,
             name: str = name,
             done: threading.Event = done,

@@ -12,6 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from kafka import KafkaAdminClient
+from paho.mqtt.enums import CallbackAPIVersion
 
 from pipeline.local_stack.ports import port_open
 from pipeline.local_stack.stack import LocalStack, status_rows
@@ -35,7 +36,7 @@ def test_local_stack_wires_settings_and_creates_topics(tmp_path: Path) -> None:
             )
         finally:
             admin.close()
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2)
         client.connect(s.mqtt.host, s.mqtt.port)
         client.disconnect()
         recorded = json.loads(stack.stack_file.read_text())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,7 +29,7 @@ def _sums() -> dict[str, str]:
     return out
 
 
-def _frame_rgb512(index: int = 0, size: int = 512):  # type: ignore[no-untyped-def]
+def _frame_rgb512(index: int = 0, size: int = 512) -> Any:  # numpy array (cv2, numpy: importorskip, untyped here)
     cv2 = pytest.importorskip("cv2")
     np = pytest.importorskip("numpy")
     cap = cv2.VideoCapture(str(SAMPLE))
@@ -42,7 +43,7 @@ def _frame_rgb512(index: int = 0, size: int = 512):  # type: ignore[no-untyped-d
     return rgb.astype(np.float32)[None]
 
 
-def _persons(det, min_score: float = 0.3):  # type: ignore[no-untyped-def]
+def _persons(det: Any, min_score: float = 0.3) -> list[Any]:  # det: a model's output rows
     return [d for d in det if round(float(d[5])) == 0 and float(d[4]) >= min_score]
 
 

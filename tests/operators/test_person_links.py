@@ -60,7 +60,8 @@ def event(**kw: Any) -> Event:
 
 def run(rules: list[RuleSettings], evs: list[Event], window_ms: int) -> list[tuple[str, int]]:
     """(rule, track) of every alert, as the worker makes them."""
-    engine, table, ledger = RulesEngine(rules, link_window_ms=window_ms), {}, IncidentLedger({})
+    table: dict[str, Any] = {}
+    engine, ledger = RulesEngine(rules, link_window_ms=window_ms), IncidentLedger({})
     out = []
     for ev in evs:
         st = StagedState(table)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -25,18 +26,18 @@ from pipeline.operators.schema import (
 pytestmark = pytest.mark.unit
 
 
-def make_event(**kw: object) -> Event:
-    base: dict[str, object] = dict(
+def make_event(**kw: Any) -> Event:
+    base: dict[str, Any] = dict(
         id="0f8e2c1a9b7d4e6f8a1b2c3d4e5f6a7b", site="site-a", cam="cam-1", ts=1_763_900_000_123,
         seq=42, type="track_started", track=7, label="person", score=0.6123,
         box=(0.1, 0.2, 0.3, 0.4), det="centernet-fp32@1",
     )  # fmt: skip
     base.update(kw)
-    return Event(**base)  # type: ignore[arg-type]
+    return Event(**base)
 
 
 def event_dict(**kw: object) -> dict[str, object]:
-    d = json.loads(encode_event(make_event()))
+    d: dict[str, object] = json.loads(encode_event(make_event()))
     d.update(kw)
     return d
 

@@ -19,7 +19,7 @@ def track(tid: int = 1, cx: float = 0.5, score: float = 0.8, label: str = "perso
     return Track(tid, label, score, (cx - 0.05, 0.4, cx + 0.05, 0.7), 0, t, 3, 0)
 
 
-def types(decisions: Sequence[tuple[str, Track]]) -> list[str]:
+def types(decisions: Sequence[Emission]) -> list[str]:
     return [d[0] for d in decisions]
 
 

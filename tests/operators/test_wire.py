@@ -66,7 +66,7 @@ def test_camera_status_refuses_what_the_contract_does_not_list(change: dict[str,
 
 def test_node_status_round_trips_and_states_are_closed() -> None:
     for state in sorted(NODE_STATES):
-        n = NodeStatus("site-a", "node-1", state, 5)  # type: ignore[arg-type]
+        n = NodeStatus("site-a", "node-1", state, 5)
         assert decode_node_status(encode_node_status(n)) == n
     bad = json.dumps({"v": 1, "site": "s", "node": "n", "state": "sleeping", "ts": 1}).encode()
     assert isinstance(decode_node_status(bad), Rejected)

@@ -16,6 +16,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 
 from pipeline.bridge.service import Bridge, require_producer
@@ -65,13 +67,17 @@ class Peer:
             self.c.username_pw_set(user, PASSWORDS[user])
         self.c.tls_set(ca_certs=str(ca or s.mqtt.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self.messages: list[tuple[str, bytes]] = []
-        self.connack: Any = None
+        self.connack: ReasonCode | None = None
         self.connected = threading.Event()
-        self.c.on_connect = lambda c, u, f, rc, p: (setattr(self, "connack", rc), self.connected.set())
+        self.c.on_connect = self._on_connect
         self.c.on_message = lambda c, u, m: self.messages.append((m.topic, bytes(m.payload)))
         self.c.connect(s.mqtt.host, s.mqtt.port)
         self.c.loop_start()
         assert self.connected.wait(10)
+
+    def _on_connect(self, c: mqtt.Client, u: Any, f: mqtt.ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
+        self.connack = rc
+        self.connected.set()
 
     def close(self) -> None:
         self.c.disconnect()
@@ -82,7 +88,10 @@ def test_acls_no_anonymous_and_one_credential_each(secure: tuple[MosquittoProces
                                                    tmp_path: Path) -> None:  # fmt: skip
     _, base, _ = secure
     prefix = base.mqtt.topic_prefix
-    topic = lambda cam, kind: f"{prefix}/site-a/{cam}/{kind}"  # noqa: E731
+
+    def topic(cam: str, kind: str) -> str:
+        return f"{prefix}/site-a/{cam}/{kind}"
+
     stream = ScriptedStream(6, site="site-a", cams=("cam-1", "cam-2"))
     edge_s = edge_settings_for(as_user(base, "node-1"), stream, tmp_path / "outbox.sqlite")
     edge_s = edge_s.model_copy(update={"edge": edge_s.edge.model_copy(update={"node_id": "node-1"})})
@@ -175,7 +184,12 @@ def test_anonymous_connect_gets_not_authorized(secure: tuple[MosquittoProcess, S
     c.tls_set(ca_certs=str(base.mqtt.tls_ca_file), tls_version=ssl.PROTOCOL_TLS_CLIENT)
     got: dict[str, Any] = {}
     done = threading.Event()
-    c.on_connect = lambda cl, u, f, rc, p: (got.setdefault("rc", rc), done.set())
+
+    def on_connect(cl: mqtt.Client, u: Any, f: mqtt.ConnectFlags, rc: ReasonCode, p: Properties | None) -> None:
+        got.setdefault("rc", rc)
+        done.set()
+
+    c.on_connect = on_connect
     c.connect(base.mqtt.host, base.mqtt.port)
     c.loop_start()
     try:
