@@ -112,37 +112,33 @@ def track_identities(runp: PipelineRun, gt: GroundTruth) -> dict[int, int]:
     return {track: c.most_common(1)[0][0] for track, c in votes.items()}
 
 
-def alert_people(runp: PipelineRun, gt: GroundTruth, rule: str) -> list[tuple[int | None, int]]:
-    """(GT person or None, video frame) of each alert of ``rule``.
+def rule_alerts(runp: PipelineRun, rule: str) -> list[tuple[Event, int]]:
+    """(event that fired it, its video frame) of each alert of ``rule``."""
+    events = {e.id: e for e in runp.events}
+    return [(ev, runp.frame_of[ev.id]) for a in runp.alerts if a.rule == rule and (ev := events.get(a.event_id))]
+
+
+def alert_people(runp: PipelineRun, gt: GroundTruth, rule: str) -> list[int | None]:
+    """The GT person (or None) of each alert of ``rule``.
 
     An alert is for the GT person its event's box overlaps (IoU >= 0.3) or, when it overlaps none,
     for its track's GT identity over the track's life: the edge sees people walking in at the
     border a few frames before the GT annotates them (3 of 10 presence alerts here come from such
     first frames, on a box the GT does not have yet)."""
-    events = {e.id: e for e in runp.events}
     identity = track_identities(runp, gt)
-    out: list[tuple[int | None, int]] = []
-    for a in runp.alerts:
-        ev = events.get(a.event_id)
-        if a.rule != rule or ev is None:
-            continue
-        frame = runp.frame_of[ev.id]
+    out: list[int | None] = []
+    for ev, frame in rule_alerts(runp, rule):
         gid = match_gt(ev, frame, gt, iou_min=0.3)
-        out.append((identity.get(ev.track) if gid is None else gid, frame))
+        out.append(identity.get(ev.track) if gid is None else gid)
     return out
 
 
 def dwell_alerts(runp: PipelineRun, gt: GroundTruth, rule: str = "dwell-centre") -> list[DwellAlert]:
     """Each alert of ``rule`` with its time on the file's clock and its affinity with each GT
     identity (:class:`benchmarks.accuracy.counting.DwellAlert`)."""
-    events = {e.id: e for e in runp.events}
     identity = track_identities(runp, gt)
     out: list[DwellAlert] = []
-    for a in runp.alerts:
-        ev = events.get(a.event_id)
-        if a.rule != rule or ev is None:
-            continue
-        frame = runp.frame_of[ev.id]
+    for ev, frame in rule_alerts(runp, rule):
         affinity = {g: o for g, b in gt.at(frame) if (o := iou(to_px(ev.box), b)) > 0}
         if (g := identity.get(ev.track)) is not None:
             affinity[g] = max(affinity.get(g, 0.0), 0.05)
@@ -153,7 +149,7 @@ def dwell_alerts(runp: PipelineRun, gt: GroundTruth, rule: str = "dwell-centre")
 def presence_coverage(runp: PipelineRun, gt: GroundTruth, rule: str = "person-present") -> tuple[int, int]:
     """(GT people a presence alert was raised for, presence alerts on nobody in the GT)."""
     people = alert_people(runp, gt, rule)
-    return len({gid for gid, _ in people if gid is not None}), sum(1 for gid, _ in people if gid is None)
+    return len({gid for gid in people if gid is not None}), people.count(None)
 
 
 def run_pipeline(ctx: Context, video: Path, gt: GroundTruth) -> PipelineRun:
